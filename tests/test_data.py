@@ -1,0 +1,124 @@
+"""Dataset names, local builds, flat loading, caching and the promised errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+from mopo_jax import data as data_mod
+from mopo_jax.data import DatasetError, load_dataset, parse_dataset_name
+from mopo_jax.dataset_build import collect_random_steps
+from mopo_jax.termination import termination_fn
+
+from conftest import SMALL_STEPS
+
+
+def test_names_resolve_and_bad_names_list_valid_ones():
+    assert parse_dataset_name("hopper-medium-replay") == ("hopper", "medium-replay")
+    assert parse_dataset_name("HalfCheetah-Random") == ("halfcheetah", "random")
+    with pytest.raises(ValueError, match="Valid names: .*walker2d-medium-expert"):
+        parse_dataset_name("hopper-mediocre")
+    with pytest.raises(ValueError, match="Unknown dataset 'swimmer-random'"):
+        load_dataset("swimmer-random")
+
+
+def test_arrays_shapes_dtypes_and_metadata(hopper_small):
+    ds = hopper_small
+    n = SMALL_STEPS
+    assert ds.observations.shape == ds.next_observations.shape == (n, 11)
+    assert ds.actions.shape == (n, 3)
+    for arr in (ds.rewards, ds.terminals, ds.timeouts, ds.episode_ends):
+        assert arr.shape == (n,)
+    for arr in (ds.observations, ds.actions, ds.rewards, ds.terminals, ds.episode_ends):
+        assert arr.dtype == np.float32
+    assert np.all(np.abs(ds.actions) <= 1.0)
+    assert ds.info.source == "built locally" and ds.info.env_id == "Hopper-v5"
+    assert ds.info.minari_id == "mopo_jax/hopper/random-n5000-v0"
+    assert (ds.info.ref_min_score, ds.info.ref_max_score) == (-20.272305, 3234.3)
+    assert "D4RL" in ds.info.ref_source
+    t = ds.transitions()
+    assert t.observations is ds.observations and t.terminals is ds.terminals
+
+
+def test_alignment_inside_episodes_and_terminal_rows_end_episodes(hopper_small):
+    ds = hopper_small
+    inside = ds.episode_ends[:-1] == 0
+    np.testing.assert_array_equal(ds.next_observations[:-1][inside], ds.observations[1:][inside])
+    assert np.all(ds.episode_ends[ds.terminals == 1] == 1)
+    assert np.all((ds.terminals + ds.timeouts)[ds.episode_ends == 1] == 1)  # exactly one reason
+    assert ds.episode_ends[-1] == 1
+    assert ds.info.num_episodes == int(ds.episode_ends.sum()) > 100  # random hopper falls fast
+    # The dataset's terminal flags are the env rule applied to next_obs.
+    rule = np.asarray(termination_fn("hopper")(ds.observations, ds.actions, ds.next_observations))
+    np.testing.assert_array_equal(rule, ds.terminals == 1)
+    returns = data_mod.episode_returns(ds)
+    assert returns.shape == (ds.info.num_episodes,)
+    np.testing.assert_allclose(returns.sum(), ds.rewards.sum(dtype=np.float64), rtol=1e-6)
+
+
+def test_second_load_is_cached_and_subset_truncates(hopper_small, data_dirs):
+    cache_files = list((data_dirs / "cache").glob("*.npz"))
+    assert [f.name for f in cache_files] == ["mopo_jax__hopper__random-n5000-v0.npz"]
+    again = load_dataset("hopper-random", num_steps=SMALL_STEPS)
+    assert again.info.source == "local Minari cache"
+    np.testing.assert_array_equal(again.observations, hopper_small.observations)
+    cut = 1234
+    sub = load_dataset("hopper-random", num_steps=cut)
+    np.testing.assert_array_equal(sub.rewards, hopper_small.rewards[:cut])
+    assert sub.episode_ends[-1] == 1
+    assert sub.terminals[-1] == hopper_small.terminals[cut - 1]
+    assert sub.timeouts[-1] == 1 - sub.terminals[-1]
+
+
+def test_random_recipe_is_deterministic_and_seeds_episodes():
+    a = collect_random_steps("Hopper-v5", 300)
+    b = collect_random_steps("Hopper-v5", 300)
+    np.testing.assert_array_equal(a["observations"], b["observations"])
+    np.testing.assert_array_equal(a["actions"], b["actions"])
+    assert a["episode_lengths"].sum() == 300
+    assert a["episode_seeds"].tolist() == list(range(123, 123 + len(a["episode_lengths"])))
+    assert len(a["observations"]) == 300 + len(a["episode_lengths"])  # T+1 obs per episode
+
+
+def test_unbuildable_level_offline_names_ids_and_remedy(data_dirs):
+    with pytest.raises(DatasetError, match=r"mujoco/walker2d/medium-v\*.*minari download"):
+        load_dataset("walker2d-medium")
+
+
+def test_killed_build_leaves_no_dataset(data_dirs, monkeypatch):
+    import minari
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed halfway")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", crash)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset("halfcheetah-random", num_steps=200)
+    root = data_dirs / "minari"
+    assert not (root / "mopo_jax" / "halfcheetah").exists() or not any(
+        (root / "mopo_jax" / "halfcheetah").iterdir())
+    assert not [p for p in root.iterdir() if p.name.startswith(".mopo_jax-build")]
+    monkeypatch.undo()
+    ds = load_dataset("halfcheetah-random", num_steps=200)
+    assert ds.size == 200 and ds.terminals.sum() == 0
+
+
+def test_corrupt_file_gives_clear_error_then_rebuild_fixes_it(data_dirs):
+    ds = load_dataset("walker2d-random", num_steps=300)
+    data_file = os.path.join(ds.info.path, "data", "main_data.hdf5")
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 3)
+    with pytest.raises(DatasetError, match=r"main_data|corrupt.*--rebuild") as err:
+        load_dataset("walker2d-random", num_steps=300)
+    assert ds.info.path in str(err.value)
+    fixed = load_dataset("walker2d-random", num_steps=300, rebuild=True)
+    np.testing.assert_array_equal(fixed.observations, ds.observations)
+
+
+def test_cli_prints_summary_and_rejects_bad_names(data_dirs, capsys):
+    assert data_mod.main(["--dataset", "hopper-random", "--num-steps", "500", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "transitions  500" in out and "dims         obs 11   action 3" in out
+    assert "ep. return   mean" in out and "stored at" in out
+    assert data_mod.main(["--dataset", "hopper-nope"]) == 2
+    assert "Valid names" in capsys.readouterr().err
