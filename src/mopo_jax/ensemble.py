@@ -1,0 +1,267 @@
+"""Stacked-weight probabilistic ensemble: MLP math, losses, snapshot logic, model state, predict/sample.
+
+Every array of member parameters carries the member axis first ([E, ...]); all functions are pure
+jnp and work under jit/vmap/grad. `mopo_jax.dynamics` builds the fit, save/load and CLI on top.
+Output layout (D = obs_dim + 1): [Δobs = next_obs − obs, reward].
+
+Parameter pytree ("net params"), E members, fan_in -> fan_out per layer:
+    {"hidden":      [{"w": [E, fan_in, fan_out], "b": [E, fan_out]}, ...],   # one per hidden layer
+     "mean_head":   {"w": [E, last_hidden, out_dim], "b": [E, out_dim]},
+     "logvar_head": {"w": [E, last_hidden, out_dim], "b": [E, out_dim]}}
+Both heads read the last hidden layer (mathematically the original's single 2*out_dim output layer).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {"swish": jax.nn.swish, "relu": jax.nn.relu, "tanh": jnp.tanh}
+
+
+def init_ensemble_params(
+    key: jax.Array, num_members: int, in_dim: int, out_dim: int, hidden_sizes: Sequence[int]
+) -> dict:
+    """Initial net params for E=num_members members (layout in the module docstring).
+
+    Weights: truncated normal (±2 std) with std 1/(2·sqrt(fan_in)); biases zero. All weights come from
+    one flat draw (1-D random draws compile several times faster than N-D ones on XLA:CPU).
+    """
+    sizes = (in_dim, *hidden_sizes)
+    shapes = [(sizes[i], sizes[i + 1]) for i in range(len(hidden_sizes))]
+    shapes += [(sizes[-1], out_dim)] * 2  # mean head, log-variance head
+    counts = [num_members * fan_in * fan_out for fan_in, fan_out in shapes]
+    flat = jax.random.truncated_normal(key, -2.0, 2.0, (sum(counts),), jnp.float32)
+    layers, start = [], 0
+    for (fan_in, fan_out), count in zip(shapes, counts):
+        w = flat[start:start + count].reshape(num_members, fan_in, fan_out) / (2.0 * math.sqrt(fan_in))
+        layers.append({"w": w, "b": jnp.zeros((num_members, fan_out), jnp.float32)})
+        start += count
+    return {"hidden": layers[:-2], "mean_head": layers[-2], "logvar_head": layers[-1]}
+
+
+def _dense(layer: dict, x: jax.Array) -> jax.Array:
+    """x [B, i] (shared by all members) or [E, B, i] (one batch per member) -> [E, B, o]."""
+    spec = "bi,eio->ebo" if x.ndim == 2 else "ebi,eio->ebo"
+    return jnp.einsum(spec, x, layer["w"]) + layer["b"][:, None, :]
+
+
+def ensemble_forward(net: dict, x: jax.Array, activation: str = "swish") -> tuple[jax.Array, jax.Array]:
+    """Raw ensemble outputs.
+
+    Args:
+      net: net params with E members.
+      x: standardised inputs, [B, in] (same rows for every member) or [E, B, in].
+      activation: a key of ACTIVATIONS.
+    Returns:
+      (mean [E, B, out], unclamped log-variance [E, B, out]).
+    """
+    act = ACTIVATIONS[activation]
+    h = x
+    for layer in net["hidden"]:
+        h = act(_dense(layer, h))
+    return _dense(net["mean_head"], h), _dense(net["logvar_head"], h)
+
+
+def soft_clamp_logvar(logvar: jax.Array, max_logvar: jax.Array, min_logvar: jax.Array) -> jax.Array:
+    """Smoothly bound log-variance into (min_logvar, max_logvar); bounds broadcast on the last axis.
+
+    lv = max − softplus(max − lv); lv = min + softplus(lv − min).  The exact range is
+    (min, max + softplus(min − max)): the upper overshoot is 2.8e-5 for the defaults (0.5, −10).
+    """
+    logvar = max_logvar - jax.nn.softplus(max_logvar - logvar)
+    return min_logvar + jax.nn.softplus(logvar - min_logvar)
+
+
+def weight_decay_penalty(
+    net: dict, hidden_weight_decays: Sequence[float], head_weight_decay: float
+) -> jax.Array:
+    """Σ_layers ½·wd_layer·‖W‖² summed over members (biases and log-var bounds are not decayed)."""
+    total = jnp.float32(0.0)
+    for layer, wd in zip(net["hidden"], hidden_weight_decays, strict=True):
+        total = total + 0.5 * wd * jnp.sum(jnp.square(layer["w"]))
+    for head in ("mean_head", "logvar_head"):
+        total = total + 0.5 * head_weight_decay * jnp.sum(jnp.square(net[head]["w"]))
+    return total
+
+
+def gaussian_nll_loss(
+    trainable: dict,
+    inputs: jax.Array,
+    targets: jax.Array,
+    row_weights: jax.Array | None,
+    *,
+    activation: str,
+    hidden_weight_decays: Sequence[float],
+    head_weight_decay: float,
+    logvar_bound_coef: float,
+) -> jax.Array:
+    """Total training loss (scalar) of the ensemble on one minibatch per member.
+
+    loss = Σ_members mean_{rows,dims}[(μ−y)²·exp(−lv) + lv] + weight decay
+           + logvar_bound_coef·(Σ max_logvar − Σ min_logvar)
+
+    Args:
+      trainable: {"net": net params, "max_logvar": [out], "min_logvar": [out]}.
+      inputs: standardised inputs [E, B, in]; targets: [E, B, out].
+      row_weights: None, or [B] 0/1 weights marking real rows of a padded final minibatch; the
+        mean over rows is then taken over the real rows only.
+    """
+    mean, raw_logvar = ensemble_forward(trainable["net"], inputs, activation)
+    logvar = soft_clamp_logvar(raw_logvar, trainable["max_logvar"], trainable["min_logvar"])
+    per_row = jnp.mean(jnp.square(mean - targets) * jnp.exp(-logvar) + logvar, axis=-1)  # [E, B]
+    if row_weights is None:
+        per_member = jnp.mean(per_row, axis=-1)
+    else:
+        per_member = jnp.sum(per_row * row_weights, axis=-1) / jnp.sum(row_weights)
+    bounds = logvar_bound_coef * (jnp.sum(trainable["max_logvar"]) - jnp.sum(trainable["min_logvar"]))
+    decay = weight_decay_penalty(trainable["net"], hidden_weight_decays, head_weight_decay)
+    return jnp.sum(per_member) + decay + bounds
+
+
+def per_dim_mse(net: dict, inputs: jax.Array, targets: jax.Array, activation: str = "swish") -> jax.Array:
+    """MSE of each member's mean on shared rows: inputs [B, in], targets [B, out] -> [E, out]."""
+    mean, _ = ensemble_forward(net, inputs, activation)
+    return jnp.mean(jnp.square(mean - targets[None]), axis=1)
+
+
+def update_snapshots(
+    params: dict,
+    best_params: dict,
+    best_mse: jax.Array,
+    mse: jax.Array,
+    epochs_since_update: jax.Array,
+    threshold: float,
+) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+    """Early-stopping bookkeeping after one epoch (pure; the original's `_save_best`).
+
+    A member improves when (best − mse)/best > threshold, i.e. mse < best·(1 − threshold)
+    (best starts at +inf, so the first finite value always improves; NaN never does).
+
+    Args:
+      params / best_params: current and snapshot net params, member axis first.
+      best_mse, mse: [E] best-so-far and current holdout MSE.
+      epochs_since_update: int32 scalar.
+    Returns:
+      (new best_params, new best_mse [E], new epochs_since_update (0 if any member improved,
+      else +1), improved [E] bool).
+    """
+    improved = mse < best_mse * (1.0 - threshold)
+
+    def pick(new, old):
+        return jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+    best_params = jax.tree.map(pick, params, best_params)
+    best_mse = jnp.where(improved, mse, best_mse)
+    since = jnp.where(jnp.any(improved), 0, epochs_since_update + 1).astype(jnp.int32)
+    return best_params, best_mse, since, improved
+
+
+def holdout_split(key: jax.Array, num_rows: int, num_holdout: int) -> tuple[jax.Array, jax.Array]:
+    """Random disjoint split of row ids 0..num_rows-1: (train_idx [N−H], holdout_idx [H]) int32."""
+    perm = jax.random.permutation(key, num_rows).astype(jnp.int32)
+    return perm[num_holdout:], perm[:num_holdout]
+
+
+def bootstrap_indices(key: jax.Array, num_members: int, train_size: int) -> jax.Array:
+    """Each member's with-replacement sample of train-split positions: [E, train_size] int32."""
+    flat = jax.random.randint(key, (num_members * train_size,), 0, train_size, jnp.int32)
+    return flat.reshape(num_members, train_size)
+
+
+def shuffle_rows(key: jax.Array, x: jax.Array) -> jax.Array:
+    """Independently permute each row of x [R, N] (sort by 64 random bits: ties have p ≈ N²/2^65)."""
+    bits = jax.random.bits(key, (2 * x.size,), jnp.uint32).reshape((2,) + x.shape)
+    return jax.lax.sort((bits[0], bits[1], x), dimension=1, num_keys=2)[2]
+
+
+def epoch_minibatches(
+    key: jax.Array, boot_idx: jax.Array, batch_size: int
+) -> tuple[jax.Array, jax.Array | None]:
+    """Reshuffle each member's bootstrap sample and cut it into minibatches.
+
+    Args:
+      boot_idx: [E, N] train-split positions.
+    Returns:
+      (idx [num_batches, E, batch_size] int32, row_weights [num_batches, batch_size] float32 or None).
+      num_batches = ceil(N / batch_size). When N is not a multiple of batch_size the last minibatch
+      is padded with position 0 and row_weights marks the real rows (1) vs padding (0), so the last
+      gradient step is exactly the mean over the N mod batch_size real rows. None when no padding.
+    """
+    num_members, n = boot_idx.shape
+    shuffled = shuffle_rows(key, boot_idx)
+    num_batches = -(-n // batch_size)
+    pad = num_batches * batch_size - n
+    shuffled = jnp.pad(shuffled, ((0, 0), (0, pad)))
+    idx = shuffled.reshape(num_members, num_batches, batch_size).swapaxes(0, 1)
+    if pad == 0:
+        return idx, None
+    weights = (jnp.arange(num_batches * batch_size) < n).astype(jnp.float32)
+    return idx, weights.reshape(num_batches, batch_size)
+
+
+class EnsembleModel(flax.struct.PyTreeNode):
+    """A fitted ensemble. E members, D = obs_dim + 1 outputs, I = obs_dim + act_dim inputs.
+
+    params: net params (see `mopo_jax.ensemble`), member axis first.
+    max_logvar, min_logvar: [D] learned soft bounds of the log-variance (shared by members).
+    input_mean, input_std: [I] standardisation of obs‖act (training split statistics).
+    elite_idx: [num_elites] int32 member ids, best holdout MSE first.
+    """
+
+    params: dict
+    max_logvar: jax.Array
+    min_logvar: jax.Array
+    input_mean: jax.Array
+    input_std: jax.Array
+    elite_idx: jax.Array
+    activation: str = flax.struct.field(pytree_node=False, default="swish")
+
+    @property
+    def obs_dim(self) -> int:
+        return self.max_logvar.shape[-1] - 1
+
+    @property
+    def act_dim(self) -> int:
+        return self.input_mean.shape[-1] - self.obs_dim
+
+
+def predict(model: EnsembleModel, obs: jax.Array, act: jax.Array,
+            members: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Per-member Gaussian prediction of [next_obs, reward].
+
+    Args:
+      obs: [B, o]; act: [B, a] (vmap adds leading axes freely).
+      members: optional [M] int member ids to evaluate (e.g. model.elite_idx); default all E.
+    Returns:
+      (mean [M, B, o+1], std [M, B, o+1]): mean[..., :o] = obs + predicted Δobs,
+      mean[..., o] = reward; std = exp(½·clamped log-variance).
+    """
+    net = model.params
+    if members is not None:
+        net = jax.tree.map(lambda p: p[members], net)
+    x = (jnp.concatenate([obs, act], axis=-1) - model.input_mean) / model.input_std
+    mean, raw_logvar = ensemble_forward(net, x, model.activation)
+    logvar = soft_clamp_logvar(raw_logvar, model.max_logvar, model.min_logvar)
+    obs_part = mean[..., : model.obs_dim] + obs[None]
+    mean = jnp.concatenate([obs_part, mean[..., model.obs_dim:]], axis=-1)
+    return mean, jnp.exp(0.5 * logvar)
+
+
+def sample_step(key: jax.Array, model: EnsembleModel, obs: jax.Array,
+                act: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Sample one model step: each row uses a uniformly chosen elite and draws from N(μ, σ²).
+
+    Args: obs [B, o], act [B, a].  Returns: (next_obs [B, o], reward [B]).
+    """
+    k_member, k_noise = jax.random.split(key)
+    mean, std = predict(model, obs, act, members=model.elite_idx)  # [K, B, D]
+    choice = jax.random.randint(k_member, (obs.shape[0],), 0, mean.shape[0])
+    pick = lambda a: jnp.take_along_axis(a, choice[None, :, None], axis=0)[0]  # noqa: E731
+    noise = jax.random.normal(k_noise, (mean.shape[1] * mean.shape[2],)).reshape(mean.shape[1:])
+    sample = pick(mean) + pick(std) * noise  # 1-D draw: N-D draws compile slowly on XLA:CPU
+    return sample[:, : model.obs_dim], sample[:, model.obs_dim]

@@ -1,0 +1,100 @@
+"""The MOPO policy-optimisation loop as pure functions: epoch = one model rollout + N SAC updates."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, sample_mixed_batch, sample_rows
+from mopo_jax.config import TrainConfig
+from mopo_jax.ensemble import EnsembleModel
+from mopo_jax.rollout import make_rollout_fn
+from mopo_jax.sac import SACState, init_sac, make_policy_apply, make_sac_update
+from mopo_jax.termination import termination_fn
+from mopo_jax.transitions import Transitions
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """All that one seed carries between epochs: SAC learner, model buffer, key, epoch counter."""
+
+    sac: SACState
+    buffer: ModelBuffer
+    key: jax.Array
+    epoch: jax.Array  # [] int32, epochs completed
+
+
+class TrainFns(NamedTuple):
+    """Pure functions of one run; `data` and `model` are passed in, never baked in as constants.
+
+    init(key) -> TrainState
+    epoch(state, data, model) -> (state, metrics: dict of [] scalars)
+    run_epochs(state, data, model, num_epochs static) -> (state, metrics stacked [num_epochs])
+    train(key) -> (state, metrics [epochs]): the whole run, data and model closed over.
+    """
+
+    init: Callable
+    epoch: Callable
+    run_epochs: Callable
+    train: Callable
+
+
+def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> TrainFns:
+    """Build the pure training functions for `config` on real `data` [N] with dynamics `model`.
+
+    One epoch: roll the current stochastic policy out of `rollout_batch_size` real start states
+    for h steps in the model (penalised reward), append the valid rows to the FIFO model buffer,
+    then run `steps_per_epoch` SAC updates on batches of real_ratio real + the rest model rows.
+    `jax.vmap(fns.train)(keys)` runs several seeds at once.
+    """
+    obs_dim, act_dim = data.observations.shape[-1], data.actions.shape[-1]
+    sac_cfg = config.sac
+    rollout = make_rollout_fn(make_policy_apply(sac_cfg), termination_fn(config.dataset),
+                              config.rollout_length, config.penalty)
+    sac_update = make_sac_update(sac_cfg)
+
+    def init(key: jax.Array) -> TrainState:
+        sac_key, key = jax.random.split(key)
+        return TrainState(sac=init_sac(sac_key, obs_dim, act_dim, sac_cfg),
+                          buffer=buffer_init(config.buffer_capacity, obs_dim, act_dim),
+                          key=key, epoch=jnp.zeros((), jnp.int32))
+
+    def epoch(state: TrainState, data: Transitions, model: EnsembleModel):
+        key, start_key, roll_key, sac_key = jax.random.split(state.key, 4)
+        num_real = data.observations.shape[0]
+        starts = sample_rows(data, start_key, config.rollout_batch_size, num_real).observations
+        out = rollout(roll_key, model, state.sac.actor_params, starts,
+                      jnp.float32(config.penalty_coef))
+        rows, valid = out.transitions()
+        buffer = buffer_add(state.buffer, rows, valid)
+
+        def sac_step(sac, step_key):
+            batch_key, update_key = jax.random.split(step_key)
+            batch = sample_mixed_batch(data, buffer, batch_key, sac_cfg.batch_size,
+                                       config.real_ratio)
+            return sac_update(sac, batch, update_key)
+
+        sac, infos = jax.lax.scan(sac_step, state.sac,
+                                  jax.random.split(sac_key, config.steps_per_epoch))
+        valid_f = valid.astype(jnp.float32)
+        per_valid = lambda x: jnp.sum(x.reshape(-1) * valid_f) / jnp.maximum(valid_f.sum(), 1)  # noqa: E731
+        metrics = {k: v.mean() for k, v in infos.items()}
+        metrics.update(
+            rollout_penalty=per_valid(out.penalty), rollout_raw_reward=per_valid(out.raw_reward),
+            rollout_reward=per_valid(out.reward), rollout_valid_fraction=valid_f.mean(),
+            rollout_mean_length=valid_f.sum() / config.rollout_batch_size,
+            buffer_count=buffer.count.astype(jnp.float32),
+        )
+        return TrainState(sac=sac, buffer=buffer, key=key, epoch=state.epoch + 1), metrics
+
+    def run_epochs(state: TrainState, data: Transitions, model: EnsembleModel, num_epochs: int):
+        return jax.lax.scan(lambda s, _: epoch(s, data, model), state, None, length=num_epochs)
+
+    run_jit = jax.jit(run_epochs, static_argnums=3, donate_argnums=0)
+
+    def train(key: jax.Array):
+        return run_jit(init(key), data, model, config.epochs)
+
+    return TrainFns(init=init, epoch=epoch, run_epochs=run_jit, train=train)

@@ -1,0 +1,200 @@
+"""`python -m mopo_jax.train`: dataset → dynamics ensemble → MOPO policy, with eval, logs, resume."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mopo_jax import checkpoint, dynamics
+from mopo_jax.config import TrainConfig, preset, tiny
+from mopo_jax.data import DatasetError, dataset_names, load_dataset, normalized_score
+from mopo_jax.evaluate import evaluate_policy
+from mopo_jax.loop import TrainState, make_train
+
+log = logging.getLogger("mopo_jax.train")
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as JSON reads back
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    checkpoint.atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fit_or_load_dynamics(config: TrainConfig, data, seed: int, cache_dir: Path):
+    """Load the ensemble cached for (dataset, size, seed, config) or fit and cache it."""
+    n = int(data.observations.shape[0])
+    tag = hashlib.sha256(json.dumps(_config_dict(config)["dynamics"], sort_keys=True).encode()).hexdigest()[:10]
+    prefix = cache_dir / f"{config.dataset}-n{n}-seed{seed}-{tag}"
+    if Path(checkpoint.json_path(prefix)).exists():
+        model, _ = dynamics.load(prefix, obs_dim=data.observations.shape[1],
+                                 act_dim=data.actions.shape[1], config=config.dynamics)
+        log.info("dynamics: loaded cached ensemble %s", prefix)
+        return model
+    log.info("dynamics: fitting %d members on %d transitions ...", config.dynamics.num_members, n)
+    start = time.perf_counter()
+    model, report = dynamics.fit(jax.random.key(seed), data, config.dynamics)
+    jax.block_until_ready(model)
+    log.info("dynamics: %d epochs in %.1f s; holdout MSE per member %s; elites %s",
+             int(report.epochs), time.perf_counter() - start,
+             np.round(np.asarray(report.holdout_mse), 5).tolist(), np.asarray(report.elite_idx).tolist())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    dynamics.save(prefix, model, config.dynamics)
+    return model
+
+
+def _to_disk(state: TrainState) -> TrainState:
+    return state.replace(key=jax.random.key_data(state.key))
+
+
+def _from_disk(state: TrainState) -> TrainState:
+    return state.replace(key=jax.random.wrap_key_data(jnp.asarray(state.key)))
+
+
+def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str | Path = "runs/mopo",
+        resume: bool = False, dataset_steps: int | None = None, progress: bool = True) -> dict:
+    """Train `num_seeds` policies (vmapped) chunk by chunk, evaluating and checkpointing between.
+
+    Writes into `logdir`: config.json, metrics.jsonl (one line per epoch and seed), checkpoint
+    (.msgpack + .json, atomic) and results.json. `resume=True` continues from the checkpoint.
+    Returns the results dict.
+    """
+    logdir = Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config.dataset, num_steps=dataset_steps)
+    data = jax.tree.map(jnp.asarray, dataset.transitions())
+    model = fit_or_load_dynamics(config, data, seed, Path(os.environ.get(
+        "MOPO_JAX_CACHE_DIR") or Path.home() / ".cache" / "mopo_jax") / "models")
+    fns = make_train(config, data, model)
+    keys = jax.random.split(jax.random.key(seed), num_seeds)
+    state = jax.jit(jax.vmap(fns.init))(keys)
+    chunk_fns = {}
+    ckpt = logdir / "checkpoint"
+    meta = {"config": _config_dict(config), "seed": seed, "num_seeds": num_seeds,
+            "dataset_steps": dataset_steps, "jax_version": jax.__version__,
+            "device": str(jax.devices()[0].device_kind), "dataset_source": dataset.info.source,
+            "minari_id": dataset.info.minari_id}
+    metrics_path = logdir / "metrics.jsonl"
+    if resume and Path(checkpoint.json_path(ckpt)).exists():
+        saved_meta = checkpoint.load_metadata(ckpt)
+        for field in ("config", "seed", "num_seeds", "dataset_steps"):
+            if saved_meta[field] != meta[field]:
+                raise ValueError(f"--resume: {logdir} was started with a different {field} "
+                                 f"({saved_meta[field]!r} vs {meta[field]!r}); use a new --logdir.")
+        disk, _ = checkpoint.load_pytree(ckpt, _to_disk(state))
+        state = _from_disk(jax.tree.map(jnp.asarray, disk))
+        done = int(state.epoch[0])
+        kept = [ln for ln in metrics_path.read_text().splitlines()
+                if json.loads(ln)["epoch"] <= done] if metrics_path.exists() else []
+        _atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
+        log.info("resumed from %s at epoch %d", ckpt, done)
+    else:
+        done = 0
+        metrics_path.write_text("")
+    _atomic_write_text(logdir / "config.json", json.dumps(meta, indent=2))
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.epochs, initial=done, unit="epoch", disable=not progress)
+    evals = []
+    while done < config.epochs:
+        num = min(config.eval_every - done % config.eval_every, config.epochs - done)
+        if num not in chunk_fns:
+            chunk_fns[num] = jax.jit(jax.vmap(lambda s, n=num: fns.run_epochs(s, data, model, n)))
+        start = time.perf_counter()
+        state, metrics = chunk_fns[num](state)
+        metrics = jax.device_get(metrics)  # each leaf [num_seeds, num]
+        seconds = time.perf_counter() - start
+        done += num
+        returns = np.array([evaluate_policy(jax.tree.map(lambda x, i=i: x[i], state.sac.actor_params),
+                                            dataset.info.env_id, config.eval_episodes, seed=10_000 + i)
+                            for i in range(num_seeds)])  # [num_seeds, episodes]
+        scores = normalized_score(returns.mean(1), dataset.info)
+        evals.append({"epoch": done, "return_mean": returns.mean(1).tolist(),
+                      "normalized_score": scores.tolist()})
+        lines = []
+        for j in range(num):
+            for i in range(num_seeds):
+                row = {"epoch": done - num + j + 1, "seed_index": i, "sac_steps":
+                       (done - num + j + 1) * config.steps_per_epoch}
+                row.update({k: float(v[i, j]) for k, v in metrics.items()})
+                if j == num - 1:
+                    row.update(eval_return=float(returns[i].mean()), eval_return_std=float(
+                        returns[i].std()), normalized_score=float(scores[i]), chunk_seconds=seconds)
+                lines.append(json.dumps(row) + "\n")
+        with open(metrics_path, "a") as f:
+            f.writelines(lines)
+        checkpoint.save_pytree(ckpt, _to_disk(state), meta)
+        bar.update(num)
+        bar.write(f"epoch {done:5d}  return {np.round(returns.mean(1), 1).tolist()}  normalised "
+                  f"{np.round(scores, 1).tolist()} ({dataset.info.ref_source.split(' (')[0]})  "
+                  f"penalty {np.round(metrics['rollout_penalty'][:, -1], 3).tolist()}  "
+                  f"{num * config.steps_per_epoch * num_seeds / seconds:.0f} SAC steps/s")
+    bar.close()
+    results = {"dataset": config.dataset, "epochs": done, "evaluations": evals,
+               "final_return_mean": evals[-1]["return_mean"] if evals else None,
+               "final_normalized_score": evals[-1]["normalized_score"] if evals else None,
+               "ref_source": dataset.info.ref_source}
+    _atomic_write_text(logdir / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags; every TrainConfig field that users tune has one."""
+    p = argparse.ArgumentParser(prog="python -m mopo_jax.train", description=__doc__)
+    p.add_argument("--dataset", default="hopper-random", help=f"one of: {', '.join(dataset_names())}")
+    p.add_argument("--seed", type=int, default=0, help="base PRNG seed (dynamics fit and policies)")
+    p.add_argument("--num-seeds", type=int, default=1, help="policies trained at once (vmapped)")
+    p.add_argument("--epochs", type=int, help="epochs (default 1000)")
+    p.add_argument("--steps-per-epoch", type=int, help="SAC updates per epoch (default 1000)")
+    p.add_argument("--rollout-length", type=int, help="model rollout horizon h (default: preset)")
+    p.add_argument("--penalty-coef", type=float, help="uncertainty penalty λ (default: preset)")
+    p.add_argument("--penalty", choices=["max_std", "max_std_elites", "disagreement"],
+                   help="uncertainty estimate u(s,a) (default max_std over all members)")
+    p.add_argument("--rollout-batch-size", type=int, help="rollout start states per epoch (50000)")
+    p.add_argument("--real-ratio", type=float, help="fraction of real rows per SAC batch (0.05)")
+    p.add_argument("--eval-every", type=int, help="epochs between evaluations/checkpoints (10)")
+    p.add_argument("--eval-episodes", type=int, help="evaluation episodes (10)")
+    p.add_argument("--dataset-steps", type=int, help="use only the first N transitions")
+    p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
+    p.add_argument("--logdir", default=None, help="run directory (default runs/<dataset>-seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --logdir")
+    p.add_argument("--offline", action="store_true", help="never try a dataset download")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.offline:
+        os.environ["MOPO_JAX_OFFLINE"] = "1"
+    fields = ("epochs", "steps_per_epoch", "rollout_length", "penalty_coef", "penalty",
+              "rollout_batch_size", "real_ratio", "eval_every", "eval_episodes")
+    overrides = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+    try:
+        config = (tiny if args.tiny else preset)(args.dataset.lower(), **overrides)
+        logdir = args.logdir or f"runs/{config.dataset}-seed{args.seed}"
+        results = run(config, seed=args.seed, num_seeds=args.num_seeds, logdir=logdir,
+                      resume=args.resume, dataset_steps=args.dataset_steps)
+    except (ValueError, DatasetError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: results[k] for k in ("dataset", "epochs", "final_return_mean",
+                                              "final_normalized_score", "ref_source")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Tests of the atomic msgpack + JSON checkpoint helpers."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mopo_jax import checkpoint
+
+
+def _tree():
+    return {"layers": [{"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}],
+            "step": np.array(7, np.int32), "idx": np.array([2, 0], np.int32)}
+
+
+def test_round_trip_metadata_and_no_temp_files(tmp_path):
+    tree, meta = _tree(), {"name": "x", "sizes": [1, 2], "lr": 2.5e-5}
+    checkpoint.save_pytree(tmp_path / "ck", tree, meta)
+    assert sorted(os.listdir(tmp_path)) == ["ck.json", "ck.msgpack"]
+    template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+    loaded, got_meta = checkpoint.load_pytree(tmp_path / "ck", template)
+    assert got_meta == meta
+    assert jax.tree.structure(loaded) == jax.tree.structure(tree)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(tree)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert checkpoint.load_metadata(str(tmp_path / "ck") + ".json") == meta  # suffix tolerated
+    tree["step"] = np.array(8, np.int32)  # overwrite in place
+    checkpoint.save_pytree(tmp_path / "ck.msgpack", tree, meta)
+    assert int(checkpoint.load_pytree(tmp_path / "ck", template)[0]["step"]) == 8
+    assert sorted(os.listdir(tmp_path)) == ["ck.json", "ck.msgpack"]
+
+
+def test_missing_files_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.json"):
+        checkpoint.load_pytree(tmp_path / "nothing", _tree())
+    checkpoint.save_pytree(tmp_path / "ck", _tree(), {})
+    os.remove(tmp_path / "ck.msgpack")
+    with pytest.raises(FileNotFoundError, match=r"ck\.msgpack"):
+        checkpoint.load_pytree(tmp_path / "ck", _tree())
+
+
+def test_corrupt_or_mismatched_files(tmp_path):
+    checkpoint.save_pytree(tmp_path / "ck", _tree(), {"a": 1})
+    raw = (tmp_path / "ck.msgpack").read_bytes()
+    (tmp_path / "ck.msgpack").write_bytes(raw[:-5])
+    with pytest.raises(ValueError, match="checksum"):
+        checkpoint.load_pytree(tmp_path / "ck", _tree())
+    (tmp_path / "ck.msgpack").write_bytes(raw)
+    (tmp_path / "ck.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"ck\.json is corrupt"):
+        checkpoint.load_pytree(tmp_path / "ck", _tree())
+    with pytest.raises(ValueError, match="reserved"):
+        checkpoint.save_pytree(tmp_path / "bad", _tree(), {"_checkpoint": 1})
+    with pytest.raises(TypeError):  # not JSON-serialisable: nothing is written
+        checkpoint.save_pytree(tmp_path / "bad", _tree(), {"obj": object()})
+    assert not (tmp_path / "bad.msgpack").exists()
+
+
+def test_template_mismatch_names_the_leaf(tmp_path):
+    checkpoint.save_pytree(tmp_path / "ck", _tree(), {})
+    wrong_shape = _tree()
+    wrong_shape["layers"][0]["w"] = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"\['layers'\]\[0\]\['w'\].*shape \(2, 3\).*expected shape \(2, 4\)"):
+        checkpoint.load_pytree(tmp_path / "ck", wrong_shape)
+    wrong_dtype = _tree()
+    wrong_dtype["idx"] = np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match="idx.*int32.*float32"):
+        checkpoint.load_pytree(tmp_path / "ck", wrong_dtype)
+    wrong_keys = {"other": np.zeros(1)}
+    with pytest.raises(ValueError, match="structure"):
+        checkpoint.load_pytree(tmp_path / "ck", wrong_keys)
