@@ -41,15 +41,15 @@ def jit_update(config: SACConfig):
     return jax.jit(make_sac_update(config))
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def make_batch(key, n=BATCH, terminal_frac=0.25):
-    ks = jax.random.split(key, 5)
+def make_batch(seed: int, terminal_frac: float = 0.25) -> Transitions:
+    """A random float32 batch of BATCH rows, built in numpy (no XLA compile)."""
+    rng = np.random.default_rng(seed)
     return Transitions(
-        observations=jax.random.normal(ks[0], (n, OBS_DIM)),
-        actions=jax.random.uniform(ks[1], (n, ACT_DIM), minval=-0.99, maxval=0.99),
-        rewards=jax.random.normal(ks[2], (n,)),
-        next_observations=jax.random.normal(ks[3], (n, OBS_DIM)),
-        terminals=(jax.random.uniform(ks[4], (n,)) < terminal_frac).astype(jnp.float32),
+        observations=jnp.asarray(rng.normal(size=(BATCH, OBS_DIM)), jnp.float32),
+        actions=jnp.asarray(rng.uniform(-0.99, 0.99, size=(BATCH, ACT_DIM)), jnp.float32),
+        rewards=jnp.asarray(rng.normal(size=BATCH), jnp.float32),
+        next_observations=jnp.asarray(rng.normal(size=(BATCH, OBS_DIM)), jnp.float32),
+        terminals=jnp.asarray(rng.uniform(size=BATCH) < terminal_frac, jnp.float32),
     )
 
 
@@ -86,7 +86,7 @@ def test_log_prob_finite_and_exact_for_saturated_actions(u_value):
 
 def test_sampled_actions_in_open_interval_and_policy_functions_agree():
     state = init(jax.random.key(0))
-    obs = make_batch(jax.random.key(1)).observations
+    obs = make_batch(1).observations
     key = jax.random.key(2)
     act = sample(state.actor_params, obs, key, SMALL)
     assert act.shape == (BATCH, ACT_DIM)
@@ -105,10 +105,10 @@ def test_saturated_policy_gives_bounded_actions_and_finite_log_probs():
     out = state.actor_params["trunk"]["output"]
     out = {"kernel": jnp.zeros_like(out["kernel"]), "bias": jnp.array([40.0, -40.0, 0.0, 0.0])}
     params = {**state.actor_params, "trunk": {**state.actor_params["trunk"], "output": out}}
-    obs = make_batch(jax.random.key(1)).observations
+    obs = make_batch(1).observations
     act = sample(params, obs, jax.random.key(2), SMALL)
     assert bool(jnp.all(jnp.abs(act) <= 1.0)) and bool(jnp.all(jnp.abs(act) > 0.999))
-    new_state, info = jit_update(SMALL)(state.replace(actor_params=params), make_batch(jax.random.key(3)), jax.random.key(4))
+    new_state, info = jit_update(SMALL)(state.replace(actor_params=params), make_batch(3), jax.random.key(4))
     assert all(np.isfinite(float(v)) for v in info.values()), info
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new_state))
 
@@ -116,7 +116,7 @@ def test_saturated_policy_gives_bounded_actions_and_finite_log_probs():
 def test_one_step_is_finite_and_changes_every_part():
     config = SMALL
     state = init(jax.random.key(0))
-    new_state, info = jit_update(config)(state, make_batch(jax.random.key(1)), jax.random.key(2))
+    new_state, info = jit_update(config)(state, make_batch(1), jax.random.key(2))
     for name in ["critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "q_target_mean"]:
         assert info[name].shape == () and np.isfinite(float(info[name])), name
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new_state))
@@ -133,14 +133,14 @@ def test_td_target_and_critic_loss_match_independent_formula():
     # y = r + γ(1 − d)(min_i Q̄_i(s', a') − α log π(a'|s')).
     state = init(jax.random.key(0))
     out = state.actor_params["trunk"]["output"]
-    bias = jnp.concatenate([jnp.full((ACT_DIM,), 0.5), jnp.full((ACT_DIM,), -20.0)])
+    bias = jnp.asarray([0.5] * ACT_DIM + [-20.0] * ACT_DIM, jnp.float32)
     constant = {"kernel": jnp.zeros_like(out["kernel"]), "bias": bias}
     state = state.replace(
         actor_params={**state.actor_params, "trunk": {**state.actor_params["trunk"], "output": constant}},
         target_critic_params=jax.tree.map(lambda x: 1.3 * x, state.critic_params),  # target != online
         log_alpha=jnp.float32(-2.0),
     )
-    batch = make_batch(jax.random.key(1), BATCH, 0.5)
+    batch = make_batch(1, 0.5)
     new_state, info = jit_update(SMALL)(state, batch, jax.random.key(2))
     ref = reference_terms(state, new_state, batch, np.float32(np.exp(-2.0)))
     np.testing.assert_array_equal(np.asarray(ref["log_std"]), -20.0)
@@ -182,7 +182,7 @@ def test_critic_regresses_toward_fixed_target():
     # Actor, α and target critics frozen, fixed key -> the TD target is a fixed regression target.
     config = FROZEN
     state = init(jax.random.key(0)).replace(log_alpha=jnp.float32(-1.0))
-    batch, key = make_batch(jax.random.key(1)), jax.random.key(2)
+    batch, key = make_batch(1), jax.random.key(2)
     update = jit_update(config)
     losses, targets = [], []
     for _ in range(60):
@@ -199,8 +199,8 @@ def test_target_params_move_by_exactly_tau():
     config = SMALL
     state = init(jax.random.key(0))
     update = jit_update(config)
-    state, _ = update(state, make_batch(jax.random.key(1)), jax.random.key(2))  # target != critic now
-    new_state, _ = update(state, make_batch(jax.random.key(3)), jax.random.key(4))
+    state, _ = update(state, make_batch(1), jax.random.key(2))  # target != critic now
+    new_state, _ = update(state, make_batch(3), jax.random.key(4))
     expected = jax.tree.map(
         lambda old_t, new_c: (1 - config.tau) * old_t + config.tau * new_c,
         state.target_critic_params,
@@ -227,7 +227,7 @@ def test_alpha_moves_toward_target_entropy(log_std, grows):
     # Target entropy is -ACT_DIM = -2: σ = e^-5 gives entropy ≈ -7 (below), σ = e^-1 about +0.6 (above).
     state = init(jax.random.key(0))
     state = state.replace(actor_params=with_log_std(state.actor_params, log_std))
-    state, info = jit_update(SMALL)(state, make_batch(jax.random.key(1)), jax.random.key(2))
+    state, info = jit_update(SMALL)(state, make_batch(1), jax.random.key(2))
     assert (float(info["entropy"]) < -ACT_DIM) == grows, float(info["entropy"])
     assert (float(state.log_alpha) > 0.0) == grows
     assert abs(float(state.log_alpha)) == pytest.approx(SMALL.alpha_lr, rel=1e-3)  # Adam's first step: lr
@@ -236,7 +236,7 @@ def test_alpha_moves_toward_target_entropy(log_std, grows):
 def test_default_target_entropy_is_minus_act_dim():
     # With log α = 1 the α loss is -(mean log π + target) = entropy - target_entropy.
     state = init(jax.random.key(0)).replace(log_alpha=jnp.float32(1.0))
-    batch, key = make_batch(jax.random.key(1)), jax.random.key(2)
+    batch, key = make_batch(1), jax.random.key(2)
     _, info = jit_update(SMALL)(state, batch, key)
     assert float(info["alpha_loss"]) == pytest.approx(float(info["entropy"]) + ACT_DIM, abs=1e-5)
     _, info3 = jit_update(FROZEN)(state, batch, key)  # an explicit target entropy is used as given
@@ -250,23 +250,33 @@ def traced_vmapped_update():
 
 
 def stack(trees):
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    """Stack pytrees on a new leading axis (via numpy: no per-shape compiles)."""
+    return jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *trees)
+
+
+def stack_keys(keys):
+    return jax.random.wrap_key_data(np.stack([np.asarray(jax.random.key_data(k)) for k in keys]))
 
 
 def seeded_inputs(seeds):
     states = [init(jax.random.key(s)) for s in seeds]
-    batches = [make_batch(jax.random.key(100 + s)) for s in seeds]
+    batches = [make_batch(100 + s) for s in seeds]
     keys = [jax.random.key(200 + s) for s in seeds]
     return states, batches, keys
 
 
+def row(tree, i):
+    """Slice i of every leaf (via numpy: no per-shape compiles)."""
+    return jax.tree.map(lambda x: np.asarray(x)[i], tree)
+
+
 def test_vmap_over_seeds_equals_separate_calls():
     states, batches, keys = seeded_inputs([0, 1])
-    v_state, v_info = traced_vmapped_update()(stack(states), stack(batches), jnp.stack(keys))
+    v_state, v_info = traced_vmapped_update()(stack(states), stack(batches), stack_keys(keys))
     for i in range(2):
         s_state, s_info = jit_update(SMALL)(states[i], batches[i], keys[i])
-        allclose_trees(jax.tree.map(lambda x: x[i], v_state), s_state, rtol=1e-5, atol=1e-6)
-        allclose_trees(jax.tree.map(lambda x: x[i], v_info), s_info, rtol=1e-5, atol=1e-6)
+        allclose_trees(row(v_state, i), s_state, rtol=1e-5, atol=1e-6)
+        allclose_trees(row(v_info, i), s_info, rtol=1e-5, atol=1e-6)
     assert not np.allclose(np.asarray(v_info["critic_loss"][0]), np.asarray(v_info["critic_loss"][1]))
 
 
@@ -275,7 +285,7 @@ def test_update_does_not_retrace():
     state, batch = stack(states), stack(batches)
     update = traced_vmapped_update()
     for i in range(4):  # assert_max_traces raises on a second trace
-        state, _ = update(state, batch, jax.random.split(jax.random.key(i), 2))
+        state, _ = update(state, batch, stack_keys([jax.random.key(10 * i), jax.random.key(10 * i + 1)]))
     np.testing.assert_array_equal(np.asarray(state.step), [4, 4])
     with pytest.raises(AssertionError):  # the guard is live: a new shape would retrace
-        update(stack(states * 2), stack(batches * 2), jax.random.split(jax.random.key(9), 4))
+        update(stack(states * 2), stack(batches * 2), stack_keys(keys * 2))

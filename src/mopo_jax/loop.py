@@ -92,7 +92,7 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
     def run_epochs(state: TrainState, data: Transitions, model: EnsembleModel, num_epochs: int):
         return jax.lax.scan(lambda s, _: epoch(s, data, model), state, None, length=num_epochs)
 
-    run_jit = jax.jit(run_epochs, static_argnums=3, donate_argnums=0)
+    run_jit = jax.jit(run_epochs, static_argnums=3)
 
     def train(key: jax.Array):
         return run_jit(init(key), data, model, config.epochs)

@@ -1,0 +1,105 @@
+"""rollout_fn: penalty and reward against numpy, termination masking, jit/vmap/no-retrace."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mopo_jax import make_rollout_fn, rollout_fn
+from mopo_jax.buffer import buffer_add, buffer_init
+from mopo_jax.ensemble import EnsembleModel, init_ensemble_params, predict
+from mopo_jax.rollout import uncertainty_penalty
+from mopo_jax.sac import SACConfig, init_sac, make_policy_apply
+from mopo_jax.termination import termination_fn
+
+OBS, ACT, E = 11, 3, 4
+SAC_CFG = SACConfig(hidden_sizes=(16, 16))
+POLICY = make_policy_apply(SAC_CFG)
+
+
+def _model(key, height_shift=0.0):
+    params = init_ensemble_params(key, E, OBS + ACT, OBS + 1, (16, 16))
+    return EnsembleModel(params=params, max_logvar=jnp.full(OBS + 1, 0.5),
+                         min_logvar=jnp.full(OBS + 1, -10.0), input_mean=jnp.zeros(OBS + ACT),
+                         input_std=jnp.ones(OBS + ACT), elite_idx=jnp.array([2, 0], jnp.int32))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    model = _model(k1)
+    actor = init_sac(k2, OBS, ACT, SAC_CFG).actor_params
+    start = jnp.asarray(np.random.default_rng(0).normal(0, 0.05, (64, OBS)), jnp.float32)
+    start = start.at[:, 0].add(1.25)
+    return model, actor, start
+
+
+def test_penalty_and_reward_match_numpy(setup):
+    model, actor, start = setup
+    lam = 0.7
+    out = rollout_fn(jax.random.key(1), model, actor, start, lam, policy_apply=POLICY, horizon=3,
+                     termination=termination_fn("halfcheetah"))
+    assert out.obs.shape == (3, 64, OBS) and out.reward.shape == (3, 64)
+    for t in range(3):
+        mean, std = (np.asarray(x, np.float64) for x in predict(model, out.obs[t], out.action[t]))
+        want = np.sqrt((std ** 2).sum(-1)).max(0)  # max over ALL members of ||sigma||_2
+        np.testing.assert_allclose(out.penalty[t], want, rtol=1e-5)
+        np.testing.assert_allclose(out.reward[t], out.raw_reward[t] - lam * want, rtol=1e-5, atol=1e-5)
+        elite_std = np.sqrt((std[[2, 0]] ** 2).sum(-1)).max(0)
+        np.testing.assert_allclose(uncertainty_penalty(jnp.asarray(mean), jnp.asarray(std),
+                                                       model.elite_idx, "max_std_elites"),
+                                   elite_std, rtol=1e-5)
+        # The sampled next state lies near one of the ELITE means (within 6 sigma).
+        z = np.abs(np.asarray(out.next_obs[t])[None] - mean[:, :, :OBS]) / std[:, :, :OBS]
+        assert np.all(z[[2, 0]].max(-1).min(0) < 6.0)
+    np.testing.assert_array_equal(out.obs[1:], out.next_obs[:-1])  # never terminates
+    assert np.all(out.valid)
+
+
+def test_terminated_rows_are_not_continued_or_stored(setup):
+    model, actor, start = setup
+    out = rollout_fn(jax.random.key(2), model, actor, start, 1.0, policy_apply=POLICY, horizon=5,
+                     termination=termination_fn("hopper"))
+    done, valid = np.asarray(out.done), np.asarray(out.valid)
+    assert done[0].any() and not done[0].all()  # the random model knocks some hoppers over
+    assert valid[0].all()
+    np.testing.assert_array_equal(valid[1:], valid[:-1] & ~done[:-1])
+    cont = valid[1:]
+    np.testing.assert_array_equal(np.asarray(out.obs[1:])[cont], np.asarray(out.next_obs[:-1])[cont])
+    rows, mask = out.transitions()
+    buf = buffer_add(buffer_init(1000, OBS, ACT), rows, mask)
+    assert int(buf.count) == valid.sum()
+    stored = np.asarray(buf.data.observations[: int(buf.count)])
+    np.testing.assert_array_equal(stored, np.asarray(out.obs)[valid])
+    np.testing.assert_array_equal(np.asarray(buf.data.terminals[: int(buf.count)]),
+                                  done[valid].astype(np.float32))
+
+
+def test_jit_vmap_scan_and_no_retrace(setup):
+    model, actor, start = setup
+    rollout = make_rollout_fn(POLICY, termination_fn("hopper"), horizon=2)
+    a = rollout(jax.random.key(3), model, actor, start, 1.0)
+    b = rollout(jax.random.key(4), model, actor, start, 2.0)
+    assert rollout._cache_size() == 1
+    assert not np.array_equal(a.raw_reward, b.raw_reward)
+    keys = jax.random.split(jax.random.key(5), 3)
+    batched = jax.vmap(lambda k: rollout(k, model, actor, start, 1.0))(keys)
+    assert batched.reward.shape == (3, 2, 64)
+    np.testing.assert_allclose(batched.reward[1], rollout(keys[1], model, actor, start, 1.0).reward,
+                               rtol=1e-6)
+    actors = jax.tree.map(lambda x: jnp.stack([x, 0.5 * x]), actor)
+    per_policy = jax.vmap(lambda p: rollout(keys[0], model, p, start, 1.0))(actors)
+    assert not np.allclose(per_policy.action[0], per_policy.action[1])
+
+    def body(c, k):
+        return c + rollout(k, model, actor, start, 1.0).penalty.sum(), None
+
+    total, _ = jax.lax.scan(body, 0.0, keys)
+    assert np.isfinite(total) and total > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="Unknown penalty"):
+        make_rollout_fn(POLICY, termination_fn("hopper"), 2, penalty="variance")
+    with pytest.raises(ValueError, match="horizon"):
+        make_rollout_fn(POLICY, termination_fn("hopper"), 0)
