@@ -34,7 +34,7 @@ def random_transitions(key: jax.Array, n: int, obs_dim: int, act_dim: int) -> Tr
 
 
 def make_run(config: SACConfig, num_steps: int, real_ratio: float):
-    """run(state, buffer, real, key) -> (state, info means): num_steps sample+update steps in a scan."""
+    """run(state, buffer, real, key) -> (state, mean info): num_steps sample+update steps in one scan."""
     update = make_sac_update(config)
 
     def run(state, buffer, real, key):
@@ -88,15 +88,20 @@ def main() -> None:
 
     state, info = compiled(state, buffer, real, run_key)  # warm-up
     jax.block_until_ready(state)
-    times = []
+    times, cpu_times = [], []
     for i in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state, info = compiled(state, buffer, real, jax.random.fold_in(run_key, i))
         jax.block_until_ready(state)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     median = statistics.median(times)
     rates = sorted(args.steps / t for t in times)
     print(f"per call (s): {', '.join(f'{t:.3f}' for t in times)}")
+    # On a shared host, CPU-seconds per step are steadier than wall time (others steal cores).
+    cpu_ms = 1e3 * statistics.median(cpu_times) / args.steps
+    busy = statistics.median(cpu_times) / median
+    print(f"process CPU time: {cpu_ms:.2f} ms/step (median), {busy:.2f} cores busy")
     print(f"SAC steps/s: median {args.steps / median:.1f} (min {rates[0]:.1f}, max {rates[-1]:.1f}) "
           f"over {args.repeats} repeats of {args.steps} steps")
     print("last-call means: " + ", ".join(f"{k} {float(v):.3g}" for k, v in sorted(info.items())))

@@ -47,6 +47,11 @@ def ids_of(data: Transitions) -> np.ndarray:
     return ids
 
 
+def row(tree, i):
+    """Slice i of every leaf, as numpy."""
+    return jax.tree.map(lambda x: np.asarray(x)[i], tree)
+
+
 class ReferenceFIFO:
     """Row-by-row Python model of the buffer."""
 
@@ -146,15 +151,16 @@ def test_jit_and_vmap_over_buffers_equal_separate_calls():
     for i in range(2):
         single = buffer_init(5, OBS_DIM, ACT_DIM)
         single = add(add(single, rows, masks[i]), rows, masks[i])
-        for x, y in zip(jax.tree.leaves(jax.tree.map(lambda x: x[i], bufs)), jax.tree.leaves(single), strict=True):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-        np.testing.assert_array_equal(ids_of(jax.tree.map(lambda x: x[i], v_drawn)), ids_of(sample(single, keys[i], 64)))
+        for x, y in zip(jax.tree.leaves(row(bufs, i)), jax.tree.leaves(single), strict=True):
+            np.testing.assert_array_equal(x, np.asarray(y))
+        np.testing.assert_array_equal(ids_of(row(v_drawn, i)), ids_of(sample(single, keys[i], 64)))
     np.testing.assert_array_equal(np.asarray(bufs.count), [5, 4])
-    np.testing.assert_array_equal(ids_of(jax.tree.map(lambda x: x[1], bufs.data)), [3, 7, 3, 7, 0])
+    np.testing.assert_array_equal(ids_of(row(bufs.data, 1)), [3, 7, 3, 7, 0])
 
 
 def test_num_real_rows_and_mixed_batch():
-    assert num_real_rows(256, 0.05) == 12 and num_real_rows(256, 0.0) == 0 and num_real_rows(10, 1.0) == 10
+    assert num_real_rows(256, 0.05) == 12  # int(12.8): rounds down
+    assert num_real_rows(256, 0.0) == 0 and num_real_rows(10, 1.0) == 10
     real = tagged(-np.arange(1, 51))  # negative ids mark real rows
     buf = add(buffer_init(100, OBS_DIM, ACT_DIM), tagged(np.arange(1, 31)), jnp.ones(30, bool))
     batch = jax.jit(sample_mixed_batch, static_argnums=(3, 4))(real, buf, jax.random.key(0), 256, 0.05)

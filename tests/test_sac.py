@@ -25,11 +25,14 @@ from mopo_jax.transitions import Transitions
 OBS_DIM, ACT_DIM, BATCH = 5, 2, 64
 SMALL = SACConfig(hidden_sizes=(32, 32), tau=0.1)
 # Actor, α and target critics frozen: the TD target is a fixed regression target.
-FROZEN = SACConfig(hidden_sizes=(32, 32), actor_lr=0.0, alpha_lr=0.0, tau=0.0, critic_lr=1e-3, target_entropy=-3.0)
+FROZEN = SACConfig(
+    hidden_sizes=(32, 32), actor_lr=0.0, alpha_lr=0.0, tau=0.0, critic_lr=1e-3, target_entropy=-3.0
+)
 
 # Jitted once here (op-by-op dispatch compiles every primitive and is slow on CPU). Optimizer
 # states do not depend on learning rates, so states from `init` serve every config above.
-init = functools.partial(jax.jit(init_sac, static_argnums=(1, 2, 3)), obs_dim=OBS_DIM, act_dim=ACT_DIM, config=SMALL)
+_init = jax.jit(init_sac, static_argnums=(1, 2, 3))
+init = functools.partial(_init, obs_dim=OBS_DIM, act_dim=ACT_DIM, config=SMALL)
 sample = jax.jit(sample_action, static_argnums=3)
 policy = jax.jit(make_policy_apply(SMALL))
 deterministic = jax.jit(deterministic_action)
@@ -51,6 +54,28 @@ def make_batch(seed: int, terminal_frac: float = 0.25) -> Transitions:
         next_observations=jnp.asarray(rng.normal(size=(BATCH, OBS_DIM)), jnp.float32),
         terminals=jnp.asarray(rng.uniform(size=BATCH) < terminal_frac, jnp.float32),
     )
+
+
+def with_output_layer(actor_params, kernel, bias):
+    """Actor params with the last layer (columns: act_dim means, then act_dim log-stds) replaced."""
+    trunk = {**actor_params["trunk"], "output": {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}}
+    return {**actor_params, "trunk": trunk}
+
+
+def with_log_std(actor_params, log_std):
+    """Actor params whose log-std output is the constant `log_std` (mean head untouched)."""
+    out = actor_params["trunk"]["output"]
+    kernel = np.asarray(out["kernel"]).copy()
+    kernel[:, ACT_DIM:] = 0.0
+    bias = np.asarray(out["bias"]).copy()
+    bias[ACT_DIM:] = log_std
+    return with_output_layer(actor_params, kernel, bias)
+
+
+def constant_policy(actor_params, means, log_stds):
+    """Actor params whose outputs ignore the observation: mean = means, log_std = log_stds."""
+    kernel = np.zeros(actor_params["trunk"]["output"]["kernel"].shape, np.float32)
+    return with_output_layer(actor_params, kernel, np.asarray(list(means) + list(log_stds), np.float32))
 
 
 def allclose_trees(a, b, **tol):
@@ -93,7 +118,8 @@ def test_sampled_actions_in_open_interval_and_policy_functions_agree():
     assert bool(jnp.all(jnp.abs(act) < 1.0))
     assert float(jnp.std(act)) > 0.1  # actually stochastic, not collapsed
     np.testing.assert_allclose(np.asarray(policy(state.actor_params, obs, key)), np.asarray(act), atol=1e-6)
-    assert not np.allclose(np.asarray(sample(state.actor_params, obs, jax.random.key(3), SMALL)), np.asarray(act))
+    other_key = sample(state.actor_params, obs, jax.random.key(3), SMALL)
+    assert not np.allclose(np.asarray(other_key), np.asarray(act))
     det = deterministic(state.actor_params, obs)
     assert det.shape == (BATCH, ACT_DIM) and bool(jnp.all(jnp.abs(det) < 1.0))
     assert not np.allclose(np.asarray(det), np.asarray(act))
@@ -102,9 +128,7 @@ def test_sampled_actions_in_open_interval_and_policy_functions_agree():
 def test_saturated_policy_gives_bounded_actions_and_finite_log_probs():
     # Huge pre-tanh means: float32 tanh rounds to exactly ±1, the update must stay finite.
     state = init(jax.random.key(0))
-    out = state.actor_params["trunk"]["output"]
-    out = {"kernel": jnp.zeros_like(out["kernel"]), "bias": jnp.array([40.0, -40.0, 0.0, 0.0])}
-    params = {**state.actor_params, "trunk": {**state.actor_params["trunk"], "output": out}}
+    params = constant_policy(state.actor_params, [40.0, -40.0], [0.0, 0.0])
     obs = make_batch(1).observations
     act = sample(params, obs, jax.random.key(2), SMALL)
     assert bool(jnp.all(jnp.abs(act) <= 1.0)) and bool(jnp.all(jnp.abs(act) > 0.999))
@@ -117,14 +141,16 @@ def test_one_step_is_finite_and_changes_every_part():
     config = SMALL
     state = init(jax.random.key(0))
     new_state, info = jit_update(config)(state, make_batch(1), jax.random.key(2))
-    for name in ["critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "q_target_mean"]:
+    names = ["critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "q_target_mean"]
+    for name in names:
         assert info[name].shape == () and np.isfinite(float(info[name])), name
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new_state))
     assert int(new_state.step) == 1
     assert float(info["alpha"]) == pytest.approx(1.0)  # pre-update α = exp(0)
     for field in ["actor_params", "critic_params", "target_critic_params", "log_alpha"]:
         old, new = getattr(state, field), getattr(new_state, field)
-        assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new))), field
+        pairs = zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True)
+        assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in pairs), field
 
 
 def test_td_target_and_critic_loss_match_independent_formula():
@@ -132,11 +158,8 @@ def test_td_target_and_critic_loss_match_independent_formula():
     # log π(a'|s') are key-independent and the target can be rebuilt from public pieces:
     # y = r + γ(1 − d)(min_i Q̄_i(s', a') − α log π(a'|s')).
     state = init(jax.random.key(0))
-    out = state.actor_params["trunk"]["output"]
-    bias = jnp.asarray([0.5] * ACT_DIM + [-20.0] * ACT_DIM, jnp.float32)
-    constant = {"kernel": jnp.zeros_like(out["kernel"]), "bias": bias}
     state = state.replace(
-        actor_params={**state.actor_params, "trunk": {**state.actor_params["trunk"], "output": constant}},
+        actor_params=constant_policy(state.actor_params, [0.5] * ACT_DIM, [-20.0] * ACT_DIM),
         target_critic_params=jax.tree.map(lambda x: 1.3 * x, state.critic_params),  # target != online
         log_alpha=jnp.float32(-2.0),
     )
@@ -152,20 +175,23 @@ def test_td_target_and_critic_loss_match_independent_formula():
     np.testing.assert_allclose(float(info["q_mean"]), float(ref["q_mean"]), rtol=1e-5, atol=1e-6)
     log_pi = float(ref["log_pi_mean"])
     np.testing.assert_allclose(float(info["entropy"]), -log_pi, rtol=1e-5)
-    np.testing.assert_allclose(float(info["alpha_loss"]), 2.0 * (log_pi - ACT_DIM), rtol=1e-5)  # −log α(log π − |A|)
+    # α loss = −log α · (log π − |A|) with log α = −2.
+    np.testing.assert_allclose(float(info["alpha_loss"]), 2.0 * (log_pi - ACT_DIM), rtol=1e-5)
 
 
 @jax.jit
 def reference_terms(state, new_state, batch, alpha):
     """SAC losses rebuilt from the public modules for a key-independent (σ = e^-20) policy."""
     critic = TwinCritic(SMALL.hidden_sizes)
-    mean, log_std = Actor(ACT_DIM, SMALL.hidden_sizes).apply({"params": state.actor_params}, batch.next_observations)
+    actor = Actor(ACT_DIM, SMALL.hidden_sizes)
+    mean, log_std = actor.apply({"params": state.actor_params}, batch.next_observations)
     act = deterministic_action(state.actor_params, batch.next_observations)  # also the action at s
     next_q = critic.apply({"params": state.target_critic_params}, batch.next_observations, act)
     log_pi = tanh_gaussian_log_prob(mean, log_std, mean)
     y = batch.rewards + SMALL.gamma * (1 - batch.terminals) * (next_q.min(axis=0) - alpha * log_pi)
     q = critic.apply({"params": state.critic_params}, batch.observations, batch.actions)
-    q_pi = critic.apply({"params": new_state.critic_params}, batch.observations, act).min(axis=0)  # updated critics
+    # The actor step sees the critics after their update.
+    q_pi = critic.apply({"params": new_state.critic_params}, batch.observations, act).min(axis=0)
     return {
         "mean": mean,
         "log_std": log_std,
@@ -214,23 +240,15 @@ def test_target_params_move_by_exactly_tau():
     )
 
 
-def with_log_std(actor_params, log_std):
-    """Actor params whose log-std output is the constant `log_std` (mean head untouched)."""
-    out = actor_params["trunk"]["output"]
-    kernel = out["kernel"].at[:, ACT_DIM:].set(0.0)
-    bias = out["bias"].at[ACT_DIM:].set(log_std)
-    return {**actor_params, "trunk": {**actor_params["trunk"], "output": {"kernel": kernel, "bias": bias}}}
-
-
 @pytest.mark.parametrize("log_std, grows", [(-5.0, True), (-1.0, False)])
 def test_alpha_moves_toward_target_entropy(log_std, grows):
-    # Target entropy is -ACT_DIM = -2: σ = e^-5 gives entropy ≈ -7 (below), σ = e^-1 about +0.6 (above).
+    # Target entropy is -ACT_DIM = -2: σ = e^-5 gives entropy ≈ -7 (below), σ = e^-1 ≈ +0.6 (above).
     state = init(jax.random.key(0))
     state = state.replace(actor_params=with_log_std(state.actor_params, log_std))
     state, info = jit_update(SMALL)(state, make_batch(1), jax.random.key(2))
     assert (float(info["entropy"]) < -ACT_DIM) == grows, float(info["entropy"])
     assert (float(state.log_alpha) > 0.0) == grows
-    assert abs(float(state.log_alpha)) == pytest.approx(SMALL.alpha_lr, rel=1e-3)  # Adam's first step: lr
+    assert abs(float(state.log_alpha)) == pytest.approx(SMALL.alpha_lr, rel=1e-3)  # Adam's 1st step: lr
 
 
 def test_default_target_entropy_is_minus_act_dim():

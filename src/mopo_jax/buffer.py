@@ -1,4 +1,4 @@
-"""Circular FIFO model buffer as a pytree (add valid rows, sample filled rows) and real/model batch mixing.
+"""Circular FIFO model buffer as a pytree (add valid rows, sample filled rows); real/model batch mixing.
 
 Invariant: rows are written at consecutive circular positions starting at index 0, so while the
 buffer is not yet full the filled rows are exactly [0, count), and once full every row is filled.
@@ -69,7 +69,9 @@ def buffer_add(buffer: ModelBuffer, transitions: Transitions, valid_mask: jax.Ar
     return ModelBuffer(data=data, pointer=pointer, count=count)
 
 
-def sample_rows(data: Transitions, key: jax.Array, batch_size: int, num_rows: jax.Array | int) -> Transitions:
+def sample_rows(
+    data: Transitions, key: jax.Array, batch_size: int, num_rows: jax.Array | int
+) -> Transitions:
     """Uniform draw with replacement from rows [0, num_rows) of `data`. -> Transitions [batch_size].
 
     num_rows < 1 is treated as 1 (row 0 is returned).
@@ -93,7 +95,7 @@ def num_real_rows(batch_size: int, real_ratio: float) -> int:
 
 
 def mix_batches(real: Transitions, model: Transitions) -> Transitions:
-    """Concatenate real [n_real] and model [n_model] rows -> Transitions [n_real + n_model], real first."""
+    """Concatenate real [n_real] and model [n_model] rows -> Transitions [n_real + n_model] (real first)."""
     return jax.tree.map(lambda r, m: jnp.concatenate([r, m], axis=0), real, model)
 
 

@@ -46,15 +46,15 @@ class SACState(flax.struct.PyTreeNode):
     step: jax.Array  # [] int32, number of updates applied
 
 
-def _actor(config: "SACConfig", act_dim: int) -> Actor:
+def _actor(config: SACConfig, act_dim: int) -> Actor:
     return Actor(act_dim, config.hidden_sizes, config.log_std_min, config.log_std_max)
 
 
-def _critic(config: "SACConfig") -> TwinCritic:
+def _critic(config: SACConfig) -> TwinCritic:
     return TwinCritic(config.hidden_sizes, config.num_critics)
 
 
-def _actor_from_params(actor_params: Params, config: "SACConfig | None") -> Actor:
+def _actor_from_params(actor_params: Params, config: SACConfig | None) -> Actor:
     """Rebuild the Actor module whose shapes match `actor_params` (sizes read from the params)."""
     trunk = actor_params["trunk"]
     hidden = tuple(trunk[f"hidden_{i}"]["kernel"].shape[-1] for i in range(len(trunk) - 1))
@@ -160,7 +160,8 @@ def make_sac_update(
         next_act, next_log_prob = _sample_with_log_prob(
             actor, state.actor_params, batch.next_observations, next_key
         )
-        next_q = critic_net.apply({"params": state.target_critic_params}, batch.next_observations, next_act)
+        target_vars = {"params": state.target_critic_params}
+        next_q = critic_net.apply(target_vars, batch.next_observations, next_act)
         soft_next_v = jnp.min(next_q, axis=0) - alpha * next_log_prob
         target_q = batch.rewards + config.gamma * (1.0 - batch.terminals) * soft_next_v
         target_q = jax.lax.stop_gradient(target_q)
@@ -169,10 +170,13 @@ def make_sac_update(
             q = critic_net.apply({"params": critic_params}, batch.observations, batch.actions)
             return jnp.sum(0.5 * jnp.mean(jnp.square(q - target_q), axis=-1)), q
 
-        (critic_loss, q), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(state.critic_params)
+        critic_grad_fn = jax.value_and_grad(critic_loss_fn, has_aux=True)
+        (critic_loss, q), critic_grads = critic_grad_fn(state.critic_params)
         critic_updates, critic_opt_state = critic_opt.update(critic_grads, state.critic_opt_state)
         critic_params = optax.apply_updates(state.critic_params, critic_updates)
-        target_critic_params = optax.incremental_update(critic_params, state.target_critic_params, config.tau)
+        target_critic_params = optax.incremental_update(
+            critic_params, state.target_critic_params, config.tau
+        )  # τ·new + (1 − τ)·old
 
         # Actor (against the freshly updated critics).
         def actor_loss_fn(actor_params):
@@ -180,7 +184,8 @@ def make_sac_update(
             q_pi = jnp.min(critic_net.apply({"params": critic_params}, batch.observations, act), axis=0)
             return jnp.mean(alpha * log_prob - q_pi), log_prob
 
-        (actor_loss, log_prob), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(state.actor_params)
+        actor_grad_fn = jax.value_and_grad(actor_loss_fn, has_aux=True)
+        (actor_loss, log_prob), actor_grads = actor_grad_fn(state.actor_params)
         actor_updates, actor_opt_state = actor_opt.update(actor_grads, state.actor_opt_state)
         actor_params = optax.apply_updates(state.actor_params, actor_updates)
 
