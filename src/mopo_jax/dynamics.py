@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     jax.block_until_ready(model)
     wall = time.perf_counter() - start
     save(out, model, config)
-    np.set_printoptions(precision=5, suppress=True, linewidth=120)
+    np.set_printoptions(precision=3, suppress=False, linewidth=120)
     print(f"epochs run:                {int(report.epochs)}")
     print(f"holdout MSE per member:    {np.asarray(report.holdout_mse)}")
     print(f"best epoch per member:     {np.asarray(report.best_epoch)}")
