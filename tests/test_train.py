@@ -112,3 +112,22 @@ def test_presets_and_cli_errors(data_dirs, capsys):
     assert preset("hopper-random").buffer_capacity == 5 * 50_000 * 5
     assert train_mod.main(["--dataset", "hopper-nothing", "--tiny"]) == 2
     assert "Valid names" in capsys.readouterr().err
+
+
+def test_cli_tiny_end_to_end(data_dirs, tmp_path, capsys):
+    """The real CLI path: local dataset, dynamics fit + cache, epochs, real-env evaluation, files."""
+    logdir = tmp_path / "tiny"
+    argv = ["--dataset", "hopper-random", "--tiny", "--dataset-steps", "2000", "--offline",
+            "--logdir", str(logdir)]
+    assert train_mod.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 2 and len(summary["final_return_mean"]) == 1
+    assert np.isfinite(summary["final_normalized_score"][0])
+    config = json.loads((logdir / "config.json").read_text())
+    assert config["jax_version"] == jax.__version__ and config["config"]["rollout_length"] == 5
+    rows = [json.loads(ln) for ln in (logdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and "eval_return" in rows[-1]
+    results = json.loads((logdir / "results.json").read_text())
+    assert results["final_return_mean"] == summary["final_return_mean"]
+    assert (logdir / "checkpoint.msgpack").exists() and (logdir / "checkpoint.json").exists()
+    assert len(list((data_dirs / "cache" / "models").glob("hopper-random-n2000-seed0-*.msgpack"))) == 1
