@@ -114,7 +114,8 @@ def normalized_score(raw_return, info: DatasetInfo):
         info.ref_max_score - info.ref_min_score)
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where derived files go: MOPO_JAX_CACHE_DIR, default ~/.cache/mopo_jax."""
     return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "mopo_jax")
 
 
@@ -202,7 +203,7 @@ def _load_flat(minari_id: str, name: str) -> dict:
     data_dir = get_dataset_path(minari_id) / "data"
     stamp = [f.stat().st_size for f in sorted(data_dir.iterdir())] + [
         f.stat().st_mtime_ns for f in sorted(data_dir.iterdir())]
-    cache = _cache_dir() / (minari_id.replace("/", "__") + ".npz")
+    cache = cache_dir() / (minari_id.replace("/", "__") + ".npz")
     if cache.exists():
         try:
             with np.load(cache) as npz:

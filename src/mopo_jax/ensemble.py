@@ -258,10 +258,20 @@ def sample_step(key: jax.Array, model: EnsembleModel, obs: jax.Array,
 
     Args: obs [B, o], act [B, a].  Returns: (next_obs [B, o], reward [B]).
     """
-    k_member, k_noise = jax.random.split(key)
     mean, std = predict(model, obs, act, members=model.elite_idx)  # [K, B, D]
-    choice = jax.random.randint(k_member, (obs.shape[0],), 0, mean.shape[0])
-    pick = lambda a: jnp.take_along_axis(a, choice[None, :, None], axis=0)[0]  # noqa: E731
-    noise = jax.random.normal(k_noise, (mean.shape[1] * mean.shape[2],)).reshape(mean.shape[1:])
-    sample = pick(mean) + pick(std) * noise  # 1-D draw: N-D draws compile slowly on XLA:CPU
+    sample = sample_one_member(key, mean, std, jnp.arange(mean.shape[0]))
     return sample[:, : model.obs_dim], sample[:, model.obs_dim]
+
+
+def sample_one_member(key: jax.Array, mean: jax.Array, std: jax.Array,
+                      candidates: jax.Array) -> jax.Array:
+    """Per row, pick one member uniformly from `candidates` [K] and draw from its N(μ, σ²).
+
+    Args: mean, std [E, B, D] (indexed by the ids in candidates). Returns: sample [B, D].
+    """
+    k_member, k_noise = jax.random.split(key)
+    rows, dims = mean.shape[1], mean.shape[2]
+    choice = candidates[jax.random.randint(k_member, (rows,), 0, candidates.shape[0])]
+    pick = lambda a: jnp.take_along_axis(a, choice[None, :, None], axis=0)[0]  # noqa: E731
+    noise = jax.random.normal(k_noise, (rows * dims,)).reshape(rows, dims)
+    return pick(mean) + pick(std) * noise  # 1-D draw: N-D draws compile slowly on XLA:CPU

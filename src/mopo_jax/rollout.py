@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mopo_jax.ensemble import EnsembleModel, predict
+from mopo_jax.ensemble import EnsembleModel, predict, sample_one_member
 from mopo_jax.termination import TerminationFn
 from mopo_jax.transitions import Transitions
 
@@ -66,15 +66,11 @@ def _rollout(key: jax.Array, model: EnsembleModel, policy_params: Any, start_obs
 
     def step(carry, step_key):
         obs, alive = carry
-        k_act, k_member, k_noise = jax.random.split(step_key, 3)
+        k_act, k_sample = jax.random.split(step_key)
         action = policy_apply(policy_params, obs, k_act)
         mean, std = predict(model, obs, action)  # [E, B, D]
         u = uncertainty_penalty(mean, std, model.elite_idx, penalty)
-        member = model.elite_idx[jax.random.randint(k_member, (num_rows,), 0,
-                                                    model.elite_idx.shape[0])]
-        pick = lambda a: jnp.take_along_axis(a, member[None, :, None], axis=0)[0]  # noqa: E731
-        noise = jax.random.normal(k_noise, (num_rows * mean.shape[-1],)).reshape(num_rows, -1)
-        sample = pick(mean) + pick(std) * noise
+        sample = sample_one_member(k_sample, mean, std, model.elite_idx)
         next_obs, raw_reward = sample[:, :obs_dim], sample[:, obs_dim]
         done = termination(obs, action, next_obs)
         out = Rollout(obs, action, raw_reward - penalty_coef * u, raw_reward, u, next_obs, done,

@@ -18,7 +18,7 @@ import numpy as np
 
 from mopo_jax import checkpoint, dynamics
 from mopo_jax.config import TrainConfig, preset, tiny
-from mopo_jax.data import DatasetError, dataset_names, load_dataset, normalized_score
+from mopo_jax.data import DatasetError, cache_dir, dataset_names, load_dataset, normalized_score
 from mopo_jax.evaluate import evaluate_policy
 from mopo_jax.loop import TrainState, make_train
 
@@ -75,8 +75,7 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
     logdir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.dataset, num_steps=dataset_steps)
     data = jax.tree.map(jnp.asarray, dataset.transitions())
-    model = fit_or_load_dynamics(config, data, seed, Path(os.environ.get(
-        "MOPO_JAX_CACHE_DIR") or Path.home() / ".cache" / "mopo_jax") / "models")
+    model = fit_or_load_dynamics(config, data, seed, cache_dir() / "models")
     fns = make_train(config, data, model)
     keys = jax.random.split(jax.random.key(seed), num_seeds)
     state = jax.jit(jax.vmap(fns.init))(keys)
