@@ -93,7 +93,6 @@ class _Subset:
     """A stand-in Dataset exposing the fixture's small data (the real loader is tested elsewhere)."""
 
     def __init__(self, _):
-        import os
 
         from mopo_jax.data import load_dataset
 
