@@ -103,3 +103,6 @@ def test_bad_arguments():
         make_rollout_fn(POLICY, termination_fn("hopper"), 2, penalty="variance")
     with pytest.raises(ValueError, match="horizon"):
         make_rollout_fn(POLICY, termination_fn("hopper"), 0)
+    with pytest.raises(ValueError, match="horizon"):
+        rollout_fn(jax.random.key(0), None, None, jnp.zeros((2, OBS)), 1.0, policy_apply=POLICY,
+                   horizon=0, termination=termination_fn("hopper"))

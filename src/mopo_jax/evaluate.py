@@ -1,4 +1,4 @@
-"""Real-environment evaluation of a policy with deterministic actions, and normalised scores."""
+"""Real-environment evaluation of a policy with deterministic actions."""
 
 from __future__ import annotations
 

@@ -83,6 +83,13 @@ def _rollout(key: jax.Array, model: EnsembleModel, policy_params: Any, start_obs
     return rollout
 
 
+def _check_static(horizon: int, penalty: str) -> None:
+    if penalty not in PENALTIES:
+        raise ValueError(f"Unknown penalty {penalty!r}; choose one of {PENALTIES}.")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}.")
+
+
 def make_rollout_fn(policy_apply: PolicyApply, termination: TerminationFn, horizon: int,
                     penalty: str = "max_std") -> Callable[..., Rollout]:
     """Build a jitted `rollout(key, model, policy_params, start_obs [B, o], penalty_coef) -> Rollout`.
@@ -100,10 +107,7 @@ def make_rollout_fn(policy_apply: PolicyApply, termination: TerminationFn, horiz
       rollout = make_rollout_fn(make_policy_apply(SACConfig()), termination_fn("hopper"), 5)
       out = rollout(key, model, sac_state.actor_params, start_obs, 1.0)   # fields [5, B, ...]
     """
-    if penalty not in PENALTIES:
-        raise ValueError(f"Unknown penalty {penalty!r}; choose one of {PENALTIES}.")
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}.")
+    _check_static(horizon, penalty)
     fn = functools.partial(_rollout, policy_apply=policy_apply, horizon=horizon,
                            termination=termination, penalty=penalty)
     return jax.jit(fn)
@@ -119,6 +123,7 @@ def rollout_fn(key: jax.Array, model: EnsembleModel, policy_params: Any, start_o
     Returns: Rollout with fields [horizon, B, ...]. Pass the same (hashable) policy_apply and
     termination objects on every call to reuse the compiled function.
     """
+    _check_static(horizon, penalty)  # runs at trace time only
     return _rollout(key, model, policy_params, start_obs, jnp.asarray(penalty_coef, jnp.float32),
                     policy_apply=policy_apply, horizon=horizon, termination=termination,
                     penalty=penalty)

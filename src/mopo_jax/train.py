@@ -33,11 +33,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
     checkpoint.atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def fit_or_load_dynamics(config: TrainConfig, data, seed: int, cache_dir: Path):
+def fit_or_load_dynamics(config: TrainConfig, data, seed: int, model_dir: Path):
     """Load the ensemble cached for (dataset, size, seed, config) or fit and cache it."""
     n = int(data.observations.shape[0])
     tag = hashlib.sha256(json.dumps(_config_dict(config)["dynamics"], sort_keys=True).encode()).hexdigest()[:10]
-    prefix = cache_dir / f"{config.dataset}-n{n}-seed{seed}-{tag}"
+    prefix = model_dir / f"{config.dataset}-n{n}-seed{seed}-{tag}"
     if Path(checkpoint.json_path(prefix)).exists():
         model, _ = dynamics.load(prefix, obs_dim=data.observations.shape[1],
                                  act_dim=data.actions.shape[1], config=config.dynamics)
@@ -50,7 +50,7 @@ def fit_or_load_dynamics(config: TrainConfig, data, seed: int, cache_dir: Path):
     log.info("dynamics: %d epochs in %.1f s; holdout MSE per member %s; elites %s",
              int(report.epochs), time.perf_counter() - start,
              np.round(np.asarray(report.holdout_mse), 5).tolist(), np.asarray(report.elite_idx).tolist())
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    model_dir.mkdir(parents=True, exist_ok=True)
     dynamics.save(prefix, model, config.dynamics)
     return model
 
