@@ -55,7 +55,8 @@ def test_vmap_over_seeds_equals_separate_runs(setup):
 def test_cli_chunks_and_resume_reproduce_uninterrupted_run(setup, data_dirs, tmp_path, monkeypatch):
     data, model, fns = setup
     monkeypatch.setattr(train_mod, "load_dataset", lambda name, num_steps=None: _Subset(num_steps))
-    monkeypatch.setattr(train_mod, "fit_or_load_dynamics", lambda *a, **k: model)
+    monkeypatch.setattr(train_mod, "fit_or_load_dynamics",
+                        lambda *a, **k: jax.tree.map(lambda x: x[None], model))
     monkeypatch.setattr(train_mod, "evaluate_policy", lambda *a, **k: np.array([5.0]))
     cfg = CFG
     whole = train_mod.run(cfg, seed=11, logdir=tmp_path / "whole", progress=False)
@@ -80,7 +81,7 @@ def test_cli_chunks_and_resume_reproduce_uninterrupted_run(setup, data_dirs, tmp
         return [{k: v for k, v in json.loads(ln).items() if k != "chunk_seconds"} for ln in lines]
 
     assert rows("whole") == rows("killed")
-    key = jax.random.split(jax.random.key(11), 1)[0]
+    key = train_mod.policy_keys(11, 1)[0]
     _, direct = fns.train(key)
     np.testing.assert_allclose([r["critic_loss"] for r in rows("whole")], direct["critic_loss"],
                                rtol=1e-5)

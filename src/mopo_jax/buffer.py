@@ -39,8 +39,8 @@ def buffer_init(capacity: int, obs_dim: int, act_dim: int) -> ModelBuffer:
         next_observations=jnp.zeros((capacity, obs_dim), jnp.float32),
         terminals=jnp.zeros((capacity,), jnp.float32),
     )
-    zero = jnp.zeros((), jnp.int32)
-    return ModelBuffer(data=data, pointer=zero, count=zero)
+    # Two distinct arrays (not one shared zero), so the buffer can be donated to a jitted call.
+    return ModelBuffer(data=data, pointer=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32))
 
 
 def buffer_add(buffer: ModelBuffer, transitions: Transitions, valid_mask: jax.Array) -> ModelBuffer:

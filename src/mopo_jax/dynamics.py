@@ -263,6 +263,19 @@ def fit(key: jax.Array, transitions: Transitions, config: DynamicsConfig = Dynam
     return _finish_jit(data, carry, stats, config)
 
 
+@functools.partial(jax.jit, static_argnames="config")
+def fit_many(keys: jax.Array, transitions: Transitions,
+             config: DynamicsConfig = DynamicsConfig()) -> tuple[EnsembleModel, FitReport]:
+    """Fit S independent ensembles in one compiled call: `fit` vmapped over keys [S].
+
+    Each one equals `fit(keys[i], transitions, config)` (its own holdout split, init, bootstrap and
+    early stopping; the loop runs until the last one stops, the others are frozen meanwhile).
+    Returns (EnsembleModel, FitReport) with a leading axis S on every array. Memory and compute
+    grow linearly with S; on an accelerator the members of all S fits run side by side.
+    """
+    return jax.vmap(lambda key: _fit_compiled(key, transitions, config))(keys)
+
+
 _CHECKPOINT_KIND = "mopo_jax.dynamics.EnsembleModel"
 _ARCH_FIELDS = ("num_members", "num_elites", "hidden_sizes", "activation")
 

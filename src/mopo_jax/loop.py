@@ -31,7 +31,8 @@ class TrainFns(NamedTuple):
 
     init(key) -> TrainState
     epoch(state, data, model) -> (state, metrics: dict of [] scalars)
-    run_epochs(state, data, model, num_epochs static) -> (state, metrics stacked [num_epochs])
+    run_epochs(state, data, model, num_epochs static) -> (state, metrics stacked [num_epochs]);
+        jitted, and `state` is donated (its buffers are reused in place: don't use it afterwards)
     train(key) -> (state, metrics [epochs]): the whole run, data and model closed over.
     """
 
@@ -92,9 +93,11 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
     def run_epochs(state: TrainState, data: Transitions, model: EnsembleModel, num_epochs: int):
         return jax.lax.scan(lambda s, _: epoch(s, data, model), state, None, length=num_epochs)
 
-    run_jit = jax.jit(run_epochs, static_argnums=3)
+    run_jit = jax.jit(run_epochs, static_argnums=3, donate_argnums=0)  # state updated in place
+
+    train_jit = jax.jit(lambda key, d, m: run_epochs(init(key), d, m, config.epochs))
 
     def train(key: jax.Array):
-        return run_jit(init(key), data, model, config.epochs)
+        return train_jit(key, data, model)  # data, model passed as arguments, not as constants
 
     return TrainFns(init=init, epoch=epoch, run_epochs=run_jit, train=train)

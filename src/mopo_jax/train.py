@@ -15,12 +15,15 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mopo_jax import checkpoint, dynamics
 from mopo_jax.config import TrainConfig, preset, tiny
 from mopo_jax.data import DatasetError, cache_dir, dataset_names, load_dataset, normalized_score
 from mopo_jax.evaluate import evaluate_policy
 from mopo_jax.loop import TrainState, make_train
+from mopo_jax.sharding import SEED_AXIS, replicate, seed_mesh, shard_seeds
 
 log = logging.getLogger("mopo_jax.train")
 
@@ -33,26 +36,42 @@ def _atomic_write_text(path: Path, text: str) -> None:
     checkpoint.atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def fit_or_load_dynamics(config: TrainConfig, data, seed: int, model_dir: Path):
-    """Load the ensemble cached for (dataset, size, seed, config) or fit and cache it."""
-    n = int(data.observations.shape[0])
+def _model_prefix(config: TrainConfig, num_rows: int, seed: int, model_dir: Path) -> Path:
     tag = hashlib.sha256(json.dumps(_config_dict(config)["dynamics"], sort_keys=True).encode()).hexdigest()[:10]
-    prefix = model_dir / f"{config.dataset}-n{n}-seed{seed}-{tag}"
-    if Path(checkpoint.json_path(prefix)).exists():
-        model, _ = dynamics.load(prefix, obs_dim=data.observations.shape[1],
-                                 act_dim=data.actions.shape[1], config=config.dynamics)
-        log.info("dynamics: loaded cached ensemble %s", prefix)
-        return model
-    log.info("dynamics: fitting %d members on %d transitions ...", config.dynamics.num_members, n)
-    start = time.perf_counter()
-    model, report = dynamics.fit(jax.random.key(seed), data, config.dynamics)
-    jax.block_until_ready(model)
-    log.info("dynamics: %d epochs in %.1f s; holdout MSE per member %s; elites %s",
-             int(report.epochs), time.perf_counter() - start,
-             np.round(np.asarray(report.holdout_mse), 5).tolist(), np.asarray(report.elite_idx).tolist())
-    model_dir.mkdir(parents=True, exist_ok=True)
-    dynamics.save(prefix, model, config.dynamics)
-    return model
+    return model_dir / f"{config.dataset}-n{num_rows}-seed{seed}-{tag}"
+
+
+def fit_or_load_dynamics(config: TrainConfig, data, seeds: list[int], model_dir: Path):
+    """Ensembles for `seeds` (one per seed, fitted with key(seed)), stacked on a leading axis [S].
+
+    Each is loaded from the cache for (dataset, size, seed, dynamics config) when present; the
+    missing ones are fitted together in one vmapped call (`dynamics.fit_many`) and cached.
+    """
+    n, obs_dim, act_dim = (int(data.observations.shape[0]), data.observations.shape[1],
+                           data.actions.shape[1])
+    prefixes = [_model_prefix(config, n, s, model_dir) for s in seeds]
+    models = {}
+    for s, prefix in zip(seeds, prefixes):
+        if Path(checkpoint.json_path(prefix)).exists():
+            models[s], _ = dynamics.load(prefix, obs_dim=obs_dim, act_dim=act_dim, config=config.dynamics)
+            log.info("dynamics: loaded cached ensemble %s", prefix)
+    missing = [s for s in seeds if s not in models]
+    if missing:
+        log.info("dynamics: fitting %d x %d members on %d transitions (seeds %s) ...", len(missing),
+                 config.dynamics.num_members, n, missing)
+        start = time.perf_counter()
+        keys = jax.vmap(jax.random.key)(jnp.asarray(missing))
+        fitted, report = dynamics.fit_many(keys, data, config.dynamics)
+        jax.block_until_ready(fitted)
+        log.info("dynamics: %.1f s; epochs %s; holdout MSE per member %s; elites %s",
+                 time.perf_counter() - start, np.asarray(report.epochs).tolist(),
+                 np.round(np.asarray(report.holdout_mse), 5).tolist(),
+                 np.asarray(report.elite_idx).tolist())
+        model_dir.mkdir(parents=True, exist_ok=True)
+        for i, s in enumerate(missing):
+            models[s] = jax.tree.map(lambda x, i=i: x[i], fitted)
+            dynamics.save(prefixes[seeds.index(s)], models[s], config.dynamics)
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *(models[s] for s in seeds))
 
 
 def _to_disk(state: TrainState) -> TrainState:
@@ -63,10 +82,21 @@ def _from_disk(state: TrainState) -> TrainState:
     return state.replace(key=jax.random.wrap_key_data(jnp.asarray(state.key)))
 
 
-def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str | Path = "runs/mopo",
-        resume: bool = False, dataset_steps: int | None = None, progress: bool = True) -> dict:
-    """Train `num_seeds` policies (vmapped) chunk by chunk, evaluating and checkpointing between.
+def policy_keys(seed: int, num_seeds: int) -> jax.Array:
+    """PRNG keys [S] of the policy phase: seed i is fold_in(key(seed + i), 1), so a run with
+    --seed s --num-seeds S trains the same policies as S runs with --seed s, s+1, ..."""
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 1))(seed + jnp.arange(num_seeds))
 
+
+def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str | Path = "runs/mopo",
+        resume: bool = False, dataset_steps: int | None = None, progress: bool = True,
+        shared_model: bool = False, num_devices: int | None = None) -> dict:
+    """Train `num_seeds` policies (vmapped, split over devices) chunk by chunk, evaluating and
+    checkpointing between chunks.
+
+    Seed i (= seed + i) gets its own dynamics ensemble fitted with key(seed + i), unless
+    `shared_model`, where all policies share the ensemble of `seed`. The seed axis is sharded over
+    the most local devices (at most `num_devices`) that divide num_seeds; data is replicated.
     Writes into `logdir`: config.json, metrics.jsonl (one line per epoch and seed), checkpoint
     (.msgpack + .json, atomic) and results.json. `resume=True` continues from the checkpoint.
     Returns the results dict.
@@ -74,26 +104,32 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.dataset, num_steps=dataset_steps)
-    data = jax.tree.map(jnp.asarray, dataset.transitions())
-    model = fit_or_load_dynamics(config, data, seed, cache_dir() / "models")
-    fns = make_train(config, data, model)
-    keys = jax.random.split(jax.random.key(seed), num_seeds)
-    state = jax.jit(jax.vmap(fns.init))(keys)
+    mesh = seed_mesh(num_seeds, num_devices)
+    data = replicate(jax.tree.map(jnp.asarray, dataset.transitions()), mesh)
+    models = fit_or_load_dynamics(config, data, [seed] if shared_model else
+                                  [seed + i for i in range(num_seeds)], cache_dir() / "models")
+    models = replicate(jax.tree.map(lambda x: x[0], models), mesh) if shared_model else \
+        shard_seeds(models, mesh)
+    fns = make_train(config, data, models if shared_model else jax.tree.map(lambda x: x[0], models))
+    state = shard_seeds(jax.jit(jax.vmap(fns.init))(policy_keys(seed, num_seeds)), mesh)
+    seeds_sharding, data_sharding = NamedSharding(mesh, P(SEED_AXIS)), NamedSharding(mesh, P())
+    model_axis, model_sharding = (None, data_sharding) if shared_model else (0, seeds_sharding)
     chunk_fns = {}
     ckpt = logdir / "checkpoint"
     meta = {"config": _config_dict(config), "seed": seed, "num_seeds": num_seeds,
-            "dataset_steps": dataset_steps, "jax_version": jax.__version__,
-            "device": str(jax.devices()[0].device_kind), "dataset_source": dataset.info.source,
+            "shared_model": shared_model, "dataset_steps": dataset_steps,
+            "jax_version": jax.__version__, "device": str(jax.devices()[0].device_kind),
+            "devices_used": int(mesh.devices.size), "dataset_source": dataset.info.source,
             "minari_id": dataset.info.minari_id}
     metrics_path = logdir / "metrics.jsonl"
     if resume and Path(checkpoint.json_path(ckpt)).exists():
         saved_meta = checkpoint.load_metadata(ckpt)
-        for field in ("config", "seed", "num_seeds", "dataset_steps"):
+        for field in ("config", "seed", "num_seeds", "shared_model", "dataset_steps"):
             if saved_meta[field] != meta[field]:
                 raise ValueError(f"--resume: {logdir} was started with a different {field} "
                                  f"({saved_meta[field]!r} vs {meta[field]!r}); use a new --logdir.")
         disk, _ = checkpoint.load_pytree(ckpt, _to_disk(state))
-        state = _from_disk(jax.tree.map(jnp.asarray, disk))
+        state = shard_seeds(_from_disk(jax.tree.map(jnp.asarray, disk)), mesh)
         done = int(state.epoch[0])
         kept = [ln for ln in metrics_path.read_text().splitlines()
                 if json.loads(ln)["epoch"] <= done] if metrics_path.exists() else []
@@ -110,9 +146,12 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
     while done < config.epochs:
         num = min(config.eval_every - done % config.eval_every, config.epochs - done)
         if num not in chunk_fns:
-            chunk_fns[num] = jax.jit(jax.vmap(lambda s, n=num: fns.run_epochs(s, data, model, n)))
+            chunk_fns[num] = jax.jit(
+                jax.vmap(lambda s, d, m, n=num: fns.run_epochs(s, d, m, n), in_axes=(0, None, model_axis)),
+                in_shardings=(seeds_sharding, data_sharding, model_sharding),
+                out_shardings=seeds_sharding, donate_argnums=0)
         start = time.perf_counter()
-        state, metrics = chunk_fns[num](state)
+        state, metrics = chunk_fns[num](state, data, models)
         metrics = jax.device_get(metrics)  # each leaf [num_seeds, num]
         seconds = time.perf_counter() - start
         done += num
@@ -154,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mopo_jax.train", description=__doc__)
     p.add_argument("--dataset", default="hopper-random", help=f"one of: {', '.join(dataset_names())}")
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed (dynamics fit and policies)")
-    p.add_argument("--num-seeds", type=int, default=1, help="policies trained at once (vmapped)")
+    p.add_argument("--num-seeds", type=int, default=1,
+                   help="seeds trained at once (vmapped; seed i uses --seed + i for its ensemble and policy)")
+    p.add_argument("--shared-model", action="store_true",
+                   help="all seeds share the ensemble of --seed instead of fitting one each")
+    p.add_argument("--num-devices", type=int, default=None,
+                   help="split the seeds over at most this many local devices (default: all)")
     p.add_argument("--epochs", type=int, help="epochs (default 1000)")
     p.add_argument("--steps-per-epoch", type=int, help="SAC updates per epoch (default 1000)")
     p.add_argument("--rollout-length", type=int, help="model rollout horizon h (default: preset)")
@@ -186,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         config = (tiny if args.tiny else preset)(args.dataset.lower(), **overrides)
         logdir = args.logdir or f"runs/{config.dataset}-seed{args.seed}"
         results = run(config, seed=args.seed, num_seeds=args.num_seeds, logdir=logdir,
-                      resume=args.resume, dataset_steps=args.dataset_steps)
+                      resume=args.resume, dataset_steps=args.dataset_steps,
+                      shared_model=args.shared_model, num_devices=args.num_devices)
     except (ValueError, DatasetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
