@@ -81,8 +81,11 @@ def test_random_recipe_is_deterministic_and_seeds_episodes():
 
 
 def test_unbuildable_level_offline_names_ids_and_remedy(data_dirs):
-    with pytest.raises(DatasetError, match=r"mujoco/walker2d/medium-v\*.*minari download"):
+    with pytest.raises(DatasetError, match=r"mujoco/walker2d/medium-v\*.*No behaviour policy "
+                       r"walker2d-medium.*python -m mopo_jax.behavior --env Walker2d-v5.*minari download"):
         load_dataset("walker2d-medium")
+    with pytest.raises(DatasetError, match=r"mujoco/hopper/simple-v\*.*minari download"):
+        load_dataset("hopper-simple")
 
 
 def test_killed_build_leaves_no_dataset(data_dirs, monkeypatch):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mopo_jax import train as train_mod
-from mopo_jax.config import PRESETS, preset, tiny
+from mopo_jax.config import PAPER_PRESETS, PRESETS, preset, tiny
+from mopo_jax.data import dataset_names
 from mopo_jax.dynamics import fit
 from mopo_jax.loop import make_train
 
@@ -107,7 +108,10 @@ class _Subset:
 def test_presets_and_cli_errors(data_dirs, capsys):
     assert preset("walker2d-medium-replay").rollout_length == 1
     assert preset("hopper-medium").penalty_coef == 5.0
-    assert len(PRESETS) == 12
+    assert len(PAPER_PRESETS) == 12 and set(PRESETS) == set(dataset_names())
+    assert PRESETS["halfcheetah-jump"] == PRESETS["ant-expert"] == (5, 1.0)
+    with pytest.raises(ValueError, match="Valid names"):
+        preset("hopper-nothing")
     assert preset("hopper-random", penalty_coef=0.3).penalty_coef == 0.3
     assert preset("hopper-random").buffer_capacity == 5 * 50_000 * 5
     assert train_mod.main(["--dataset", "hopper-nothing", "--tiny"]) == 2

@@ -42,7 +42,11 @@ ENVS: dict[str, EnvInfo] = {
     "ant": EnvInfo("Ant-v5", -325.6, 3879.7),
 }
 LEVELS = ("random", "medium", "expert", "medium-expert", "medium-replay", "simple")
-BUILDABLE_LEVELS = ("random",)
+BUILDABLE_LEVELS = ("random", "medium", "expert", "medium-expert", "medium-replay")
+# MOPO's out-of-distribution tasks (mopo_jax.ood): name -> (env, level); evaluated on the target reward.
+OOD_DATASETS = {"halfcheetah-jump": ("halfcheetah", "jump"), "ant-angle": ("ant", "angle")}
+OOD_REF_SOURCE = "none: MOPO reports raw returns for the out-of-distribution tasks"
+HISTORY_LEVELS = ("medium-replay", "jump", "angle")  # cut from a behaviour run: size set by the run
 
 
 class DatasetError(RuntimeError):
@@ -63,6 +67,7 @@ class DatasetInfo:
     ref_min_score: float
     ref_max_score: float
     ref_source: str
+    task: str = ""  # an OOD task name (mopo_jax.ood) when the evaluation env has a target reward
 
 
 class Dataset(flax.struct.PyTreeNode):
@@ -95,11 +100,13 @@ class Dataset(flax.struct.PyTreeNode):
 
 def dataset_names() -> list[str]:
     """All valid dataset names, e.g. 'hopper-random'."""
-    return [f"{env}-{level}" for env in ENVS for level in LEVELS]
+    return [f"{env}-{level}" for env in ENVS for level in LEVELS] + list(OOD_DATASETS)
 
 
 def parse_dataset_name(name: str) -> tuple[str, str]:
     """Split 'hopper-medium-replay' into ('hopper', 'medium-replay'); ValueError lists valid names."""
+    if name.strip().lower() in OOD_DATASETS:
+        return OOD_DATASETS[name.strip().lower()]
     env, _, level = name.strip().lower().partition("-")
     if env not in ENVS or level not in LEVELS:
         raise ValueError(
@@ -109,7 +116,8 @@ def parse_dataset_name(name: str) -> tuple[str, str]:
 
 
 def normalized_score(raw_return, info: DatasetInfo):
-    """100 · (return − ref_min) / (ref_max − ref_min), with the reference named in info.ref_source."""
+    """100 · (return − ref_min) / (ref_max − ref_min), with the reference named in info.ref_source
+    (NaN for the OOD tasks, which have no reference)."""
     return 100.0 * (np.asarray(raw_return) - info.ref_min_score) / (
         info.ref_max_score - info.ref_min_score)
 
@@ -135,7 +143,12 @@ def _local_minari_ids(prefix: str) -> list[str]:
 
 def _built_size(minari_id: str) -> int:
     match = re.search(r"-n(\d+)-v\d+$", minari_id)
-    return int(match.group(1)) if match else DEFAULT_NUM_STEPS
+    if match:
+        return int(match.group(1))
+    level = minari_id.rsplit("/", 1)[-1].rsplit("-v", 1)[0]
+    if level in HISTORY_LEVELS:
+        return 2**62  # holds the whole run; a too-large request fails at load with the real size
+    return 2 * DEFAULT_NUM_STEPS if level == "medium-expert" else DEFAULT_NUM_STEPS
 
 
 def _try_download(prefix: str, timeout_s: float) -> str | None:
@@ -238,14 +251,15 @@ def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
         log.info("[a] local Minari cache: found %s", local[0])
         return local[0], "local Minari cache"
     log.info("[a] local Minari cache: no %s-v* or %s-v*", official, ours)
-    if not allow_download:
-        log.info("[b] Minari download: skipped (offline: %s=1 or --offline)", OFFLINE_ENV_VAR)
+    if not allow_download or name in OOD_DATASETS:
+        log.info("[b] Minari download: skipped (%s)", "no official dataset" if name in OOD_DATASETS
+                 else f"offline: {OFFLINE_ENV_VAR}=1 or --offline")
     else:
         downloaded = _try_download(official, download_timeout_s)
         if downloaded:
             log.info("[b] Minari download: got %s", downloaded)
             return downloaded, "Minari download"
-    if level not in BUILDABLE_LEVELS:
+    if level not in BUILDABLE_LEVELS + HISTORY_LEVELS:
         raise DatasetError(
             f"Dataset {name!r} is not in the local Minari cache (tried {official}-v* and "
             f"{ours}-v* under {_minari_root_str()}) and could not be downloaded. Either download "
@@ -253,14 +267,20 @@ def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
             f"into MINARI_DATASETS_PATH here, or use a level this project builds itself: "
             f"{', '.join(BUILDABLE_LEVELS)}."
         )
-    from mopo_jax.dataset_build import build_random_dataset
+    from mopo_jax.dataset_levels import RecipeInputMissing, build_level
 
-    size = num_steps or DEFAULT_NUM_STEPS
-    minari_id = f"{ours}-v0" if size == DEFAULT_NUM_STEPS else f"{ours}-n{size}-v0"
-    info = ENVS[env]
-    log.info("[c] building %s locally (%d steps)", minari_id, size)
-    build_random_dataset(minari_id, info.env_id, size, ref_min_score=info.ref_min_score,
-                         ref_max_score=info.ref_max_score, ref_source=D4RL_REF_SOURCE)
+    default = 2 * DEFAULT_NUM_STEPS if level == "medium-expert" else DEFAULT_NUM_STEPS
+    size = default if level in HISTORY_LEVELS else (num_steps or default)
+    minari_id = f"{ours}-v0" if size == default else f"{ours}-n{size}-v0"
+    log.info("[c] building %s locally", minari_id)
+    try:
+        build_level(env, level, minari_id, size)
+    except RecipeInputMissing as err:
+        raise DatasetError(
+            f"{name!r} is not in the local Minari cache (tried {official}-v* and {ours}-v* under "
+            f"{_minari_root_str()}) and cannot be built here. {err} Or download the official "
+            f"dataset where the network allows (`minari download {official}-v0`) and copy the "
+            f"folder into MINARI_DATASETS_PATH here.") from err
     return minari_id, "built locally"
 
 
@@ -278,7 +298,7 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
     cache (MINARI_DATASETS_PATH or ~/.minari/datasets), official `mujoco/<env>/<level>` first, then
     our own builds `mopo_jax/<env>/<level>`; (b) a Minari download, bounded by
     `download_timeout_s` and skipped when `allow_download` is False or MOPO_JAX_OFFLINE=1; (c) a
-    local build (uniform-random levels). The first read is cached as .npz under MOPO_JAX_CACHE_DIR
+    local build (every level but 'simple': see mopo_jax.dataset_levels for what each needs). The first read is cached as .npz under MOPO_JAX_CACHE_DIR
     (default ~/.cache/mopo_jax), so later loads take seconds.
 
     Args:
@@ -306,7 +326,10 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
         arrays["timeouts"][-1] = arrays["episode_ends"][-1] = 1.0
     ref_min, ref_max = arrays.pop("ref_scores").tolist()
     ref_source = D4RL_REF_SOURCE if ENVS[env].ref_min_score == ref_min else "Minari metadata"
-    if not np.isfinite([ref_min, ref_max]).all():
+    task = f"{env}-{level}" if f"{env}-{level}" in OOD_DATASETS else ""
+    if task:
+        ref_min, ref_max, ref_source = float("nan"), float("nan"), OOD_REF_SOURCE
+    elif not np.isfinite([ref_min, ref_max]).all():
         ref_min, ref_max, ref_source = ENVS[env].ref_min_score, ENVS[env].ref_max_score, D4RL_REF_SOURCE
     from minari.storage.datasets_root_dir import get_dataset_path
 
@@ -314,7 +337,7 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
         name=f"{env}-{level}", env_name=env, env_id=ENVS[env].env_id, source=source,
         minari_id=minari_id, path=str(get_dataset_path(minari_id)),
         num_episodes=int(arrays["episode_ends"].sum()), ref_min_score=ref_min,
-        ref_max_score=ref_max, ref_source=ref_source,
+        ref_max_score=ref_max, ref_source=ref_source, task=task,
     )
     return Dataset(info=info, **arrays)
 

@@ -1,4 +1,4 @@
-"""Builds Minari datasets locally (uniform-random data today), atomically, without any download."""
+"""Writes Minari datasets locally and atomically: step collection, episode splitting, the random build."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -36,19 +36,27 @@ def _minari_root(path: Path) -> Iterator[None]:
 def collect_random_steps(env_id: str, num_steps: int, first_seed: int = FIRST_RESET_SEED) -> dict:
     """Step a Gymnasium env with uniform `action_space.sample()` actions for `num_steps` steps.
 
-    Episode i is reset with seed `first_seed + i`; the action space is seeded once with `first_seed`,
-    so the data is exactly reproducible. The last episode is cut (truncated) at `num_steps`.
-
-    Returns a dict of numpy arrays: observations [N+E, o] (each episode holds T+1 observations),
-    actions [N, a], rewards [N], terminations [N], truncations [N], episode_lengths [E],
-    episode_seeds [E]; N = num_steps transitions, E episodes.
+    The action space is seeded once with `first_seed`, so the data is exactly reproducible.
+    Returns the dict of `collect_steps`.
     """
     import gymnasium as gym
 
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
     env = gym.make(env_id)
     env.action_space.seed(first_seed)
+    return collect_steps(env, num_steps, lambda obs: env.action_space.sample(), first_seed)
+
+
+def collect_steps(env, num_steps: int, choose_action: Callable[[np.ndarray], np.ndarray],
+                  first_seed: int = FIRST_RESET_SEED) -> dict:
+    """Step `env` (a Gymnasium env, closed at the end) with `choose_action(obs [o]) -> action [a]`.
+
+    Episode i is reset with seed `first_seed + i`. The last episode is cut (truncated) at
+    `num_steps`. Returns a dict of numpy arrays: observations [N+E, o] (each episode holds T+1
+    observations), actions [N, a], rewards [N], terminations [N], truncations [N],
+    episode_lengths [E], episode_seeds [E]; N = num_steps transitions, E episodes.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
     obs_dim = env.observation_space.shape[0]
     act_dim = env.action_space.shape[0]
     observations = np.empty((2 * num_steps + 1, obs_dim), np.float64)  # upper bound: E <= N
@@ -61,7 +69,7 @@ def collect_random_steps(env_id: str, num_steps: int, first_seed: int = FIRST_RE
     obs, _ = env.reset(seed=seed)
     observations[obs_row] = obs
     for t in range(num_steps):
-        action = env.action_space.sample()
+        action = choose_action(obs)
         obs, reward, terminated, truncated, _ = env.step(action)
         obs_row += 1
         observations[obs_row] = obs
@@ -90,6 +98,28 @@ def collect_random_steps(env_id: str, num_steps: int, first_seed: int = FIRST_RE
     )
 
 
+def steps_from_flat(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+                    next_observations: np.ndarray, terminations: np.ndarray,
+                    episode_ends: np.ndarray) -> dict:
+    """Flat transitions [N] in episode order -> the per-episode dict of `collect_steps`.
+
+    An episode ends where `episode_ends` [N] is true (the last row always ends one); it is
+    truncated there unless `terminations` says it terminated. Episode seeds are unknown (-1).
+    """
+    ends = np.asarray(episode_ends, bool).copy()
+    ends[-1] = True
+    terminations = np.asarray(terminations, bool)
+    stops = np.flatnonzero(ends)
+    starts = np.concatenate([[0], stops[:-1] + 1])
+    obs = [np.concatenate([observations[a:b + 1], next_observations[b:b + 1]])
+           for a, b in zip(starts, stops)]
+    return dict(
+        observations=np.concatenate(obs), actions=np.asarray(actions, np.float32),
+        rewards=np.asarray(rewards, np.float64), terminations=terminations,
+        truncations=ends & ~terminations, episode_lengths=(stops - starts + 1).astype(np.int64),
+        episode_seeds=np.full(len(stops), -1, np.int64))
+
+
 def _episode_buffers(steps: dict) -> list:
     """Split flat collected steps into Minari EpisodeBuffers (T+1 observations each)."""
     from minari.data_collector import EpisodeBuffer
@@ -100,7 +130,7 @@ def _episode_buffers(steps: dict) -> list:
         buffers.append(
             EpisodeBuffer(
                 id=i,
-                seed=int(seed),
+                seed=int(seed) if seed >= 0 else None,
                 observations=steps["observations"][o0 : o0 + length + 1],
                 actions=steps["actions"][t0:t1],
                 rewards=steps["rewards"][t0:t1],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from mopo_jax.config import TrainConfig, preset, tiny
 from mopo_jax.data import DatasetError, cache_dir, dataset_names, load_dataset, normalized_score
 from mopo_jax.evaluate import evaluate_policy
 from mopo_jax.loop import TrainState, make_train
+from mopo_jax.ood import make_eval_env
 from mopo_jax.sharding import SEED_AXIS, replicate, seed_mesh, shard_seeds
 
 log = logging.getLogger("mopo_jax.train")
@@ -115,6 +117,8 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
     seeds_sharding, data_sharding = NamedSharding(mesh, P(SEED_AXIS)), NamedSharding(mesh, P())
     model_axis, model_sharding = (None, data_sharding) if shared_model else (0, seeds_sharding)
     chunk_fns = {}
+    eval_env = (functools.partial(make_eval_env, dataset.info.task) if dataset.info.task
+                else dataset.info.env_id)  # OOD tasks: the env with the target reward
     ckpt = logdir / "checkpoint"
     meta = {"config": _config_dict(config), "seed": seed, "num_seeds": num_seeds,
             "shared_model": shared_model, "dataset_steps": dataset_steps,
@@ -156,11 +160,11 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
         seconds = time.perf_counter() - start
         done += num
         returns = np.array([evaluate_policy(jax.tree.map(lambda x, i=i: x[i], state.sac.actor_params),
-                                            dataset.info.env_id, config.eval_episodes, seed=10_000 + i)
+                                            eval_env, config.eval_episodes, seed=10_000 + i)
                             for i in range(num_seeds)])  # [num_seeds, episodes]
-        scores = normalized_score(returns.mean(1), dataset.info)
+        scores = normalized_score(returns.mean(1), dataset.info)  # NaN without a reference (OOD)
         evals.append({"epoch": done, "return_mean": returns.mean(1).tolist(),
-                      "normalized_score": scores.tolist()})
+                      "normalized_score": [None if np.isnan(x) else x for x in scores.tolist()]})
         lines = []
         for j in range(num):
             for i in range(num_seeds):
@@ -169,7 +173,8 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
                 row.update({k: float(v[i, j]) for k, v in metrics.items()})
                 if j == num - 1:
                     row.update(eval_return=float(returns[i].mean()), eval_return_std=float(
-                        returns[i].std()), normalized_score=float(scores[i]), chunk_seconds=seconds)
+                        returns[i].std()), chunk_seconds=seconds,
+                        normalized_score=None if np.isnan(scores[i]) else float(scores[i]))
                 lines.append(json.dumps(row) + "\n")
         with open(metrics_path, "a") as f:
             f.writelines(lines)

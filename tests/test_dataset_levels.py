@@ -1,0 +1,88 @@
+"""Local builds of the policy-based levels and the OOD tasks through `load_dataset`: medium/expert from a
+policy file, medium-expert = medium + expert, medium-replay and halfcheetah-jump from a behaviour run."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from mopo_jax import checkpoint
+from mopo_jax.behavior import BehaviorConfig, train_behavior
+from mopo_jax.data import DatasetError, episode_returns, load_dataset
+from mopo_jax.dataset_levels import BEHAVIOR_DIR_ENV_VAR, POLICY_DIR_ENV_VAR, collect_policy_steps
+from mopo_jax.ood import halfcheetah_jump_reward
+from mopo_jax.sac import SACConfig, init_sac
+
+SAC = SACConfig(hidden_sizes=(16, 16), batch_size=16)
+
+
+def _write_policy(prefix, env_id, obs_dim, act_dim, level, step, seed):
+    """A policy file in the exported format (an untrained but real actor network)."""
+    params = init_sac(jax.random.key(seed), obs_dim, act_dim, SAC).actor_params
+    sac = json.loads(json.dumps(SAC.__dict__))
+    checkpoint.save_pytree(prefix, params, {"env_id": env_id, "level": level, "step": step,
+                                            "obs_dim": obs_dim, "act_dim": act_dim, "sac": sac,
+                                            "hidden_sizes": list(SAC.hidden_sizes),
+                                            "return_mean": 1.0})
+    return params
+
+
+@pytest.fixture(scope="module")
+def dirs(data_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("levels")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(POLICY_DIR_ENV_VAR, str(root / "policies"))
+        mp.setenv(BEHAVIOR_DIR_ENV_VAR, str(root / "behavior"))
+        yield root
+
+
+def test_policy_levels_and_medium_expert(dirs):
+    with pytest.raises(DatasetError, match="No behaviour policy hopper-medium"):
+        load_dataset("hopper-medium", num_steps=300)
+    (dirs / "policies").mkdir()
+    params = _write_policy(dirs / "policies" / "hopper-medium", "Hopper-v5", 11, 3, "medium", 400, 0)
+    _write_policy(dirs / "policies" / "hopper-expert", "Hopper-v5", 11, 3, "expert", 900, 1)
+    medium = load_dataset("hopper-medium", num_steps=300)
+    assert medium.observations.shape == (300, 11) and medium.actions.shape == (300, 3)
+    assert medium.info.source == "built locally" and medium.info.minari_id == "mopo_jax/hopper/medium-n300-v0"
+    assert np.all(np.abs(medium.actions) <= 1.0)
+    # The data is the policy's: the same seeds give the same actions; observations chain within episodes.
+    again = collect_policy_steps("Hopper-v5", params, 300)
+    np.testing.assert_allclose(medium.actions, again["actions"], rtol=1e-6)
+    inside = medium.episode_ends[:-1] == 0
+    np.testing.assert_array_equal(medium.next_observations[:-1][inside], medium.observations[1:][inside])
+    both = load_dataset("hopper-medium-expert", num_steps=600)
+    assert both.size == 600
+    np.testing.assert_array_equal(both.observations[:300], medium.observations)
+    expert = load_dataset("hopper-expert", num_steps=300)
+    np.testing.assert_array_equal(both.actions[300:], expert.actions)
+    assert both.episode_ends[299] == 1 and both.info.num_episodes == medium.info.num_episodes + expert.info.num_episodes
+    import minari
+    description = minari.load_dataset(medium.info.minari_id).storage.metadata["description"]
+    assert "300 steps of the medium behaviour policy hopper-medium" in description
+
+
+def test_history_levels_from_a_behaviour_run(dirs):
+    with pytest.raises(DatasetError, match="training history of the behaviour run 'halfcheetah-vel3'"):
+        load_dataset("halfcheetah-jump")
+    cfg = BehaviorConfig(env_id="HalfCheetah-v5", total_steps=600, start_steps=200, update_every=50,
+                         eval_every=300, eval_episodes=1, seed=0, max_episode_steps=150, sac=SAC)
+    train_behavior(cfg, dirs / "behavior" / "halfcheetah-vel3", progress=False)
+    jump = load_dataset("halfcheetah-jump")
+    assert jump.size == 600 and jump.info.task == "halfcheetah-jump"
+    assert np.isnan(jump.info.ref_min_score) and "raw returns" in jump.info.ref_source
+    expected = halfcheetah_jump_reward(jump.observations, jump.actions, jump.next_observations)
+    np.testing.assert_allclose(jump.rewards, np.asarray(expected), rtol=1e-5, atol=1e-5)
+    assert jump.info.num_episodes == 4 and jump.timeouts.sum() == 4 and jump.terminals.sum() == 0
+    assert np.isfinite(episode_returns(jump)).all()
+    # medium-replay = the history of the run '<env>' up to the medium policy's step, rewards as run.
+    shutil.copytree(dirs / "behavior" / "halfcheetah-vel3", dirs / "behavior" / "halfcheetah")
+    _write_policy(dirs / "policies" / "halfcheetah-medium", "HalfCheetah-v5", 17, 6, "medium", 450, 2)
+    replay = load_dataset("halfcheetah-medium-replay")
+    assert replay.size == 450 and replay.timeouts[-1] == 1 and replay.info.task == ""
+    with np.load(dirs / "behavior" / "halfcheetah" / "history.npz") as raw:
+        np.testing.assert_allclose(replay.rewards, raw["rewards"][:450], rtol=1e-6)
+        np.testing.assert_allclose(replay.observations, raw["observations"][:450], rtol=1e-6)
+    np.testing.assert_allclose(replay.observations, jump.observations[:450])
