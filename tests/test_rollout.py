@@ -106,3 +106,33 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="horizon"):
         rollout_fn(jax.random.key(0), None, None, jnp.zeros((2, OBS)), 1.0, policy_apply=POLICY,
                    horizon=0, termination=termination_fn("hopper"))
+
+
+@pytest.mark.parametrize("row_chunk", [16, 24, 64, 1000])  # 24 does not divide the 64 rows
+def test_row_chunks_give_the_same_rollout(setup, row_chunk):
+    model, actor, start = setup
+    kwargs = dict(policy_apply=POLICY, horizon=3, termination=termination_fn("hopper"))
+    whole = rollout_fn(jax.random.key(6), model, actor, start, 1.0, **kwargs)
+    chunked = rollout_fn(jax.random.key(6), model, actor, start, 1.0, row_chunk=row_chunk, **kwargs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), whole, chunked)
+    with pytest.raises(ValueError, match="row_chunk"):
+        make_rollout_fn(POLICY, termination_fn("hopper"), 2, row_chunk=0)
+
+
+@pytest.mark.parametrize("penalty", ["max_std_elites", "disagreement"])
+def test_elite_penalties_evaluate_only_elites(setup, penalty):
+    """Only elites are computed; the values equal those from all members' predictions."""
+    model, actor, start = setup
+    out = rollout_fn(jax.random.key(7), model, actor, start, 0.5, policy_apply=POLICY, horizon=2,
+                     termination=termination_fn("halfcheetah"), penalty=penalty)
+    for t in range(2):
+        mean, std = predict(model, out.obs[t], out.action[t])
+        want = uncertainty_penalty(mean, std, model.elite_idx, penalty)
+        np.testing.assert_allclose(out.penalty[t], want, rtol=1e-5, atol=1e-6)
+        z = np.abs(np.asarray(out.next_obs[t])[None] - np.asarray(mean)[:, :, :OBS]) / np.asarray(std)[:, :, :OBS]
+        assert np.all(z[[2, 0]].max(-1).min(0) < 6.0)
+    # A model whose non-elite members output NaN still rolls out: they are never evaluated.
+    broken = model.replace(params=jax.tree.map(lambda p: p.at[jnp.array([1, 3])].set(jnp.nan), model.params))
+    again = rollout_fn(jax.random.key(7), broken, actor, start, 0.5, policy_apply=POLICY, horizon=2,
+                       termination=termination_fn("halfcheetah"), penalty=penalty)
+    np.testing.assert_allclose(again.reward, out.reward, rtol=1e-6)

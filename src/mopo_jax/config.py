@@ -37,6 +37,7 @@ class TrainConfig:
     rollout_batch_size: int = 50_000
     model_retain_epochs: int = 5  # model buffer holds this many rollout batches
     real_ratio: float = 0.05
+    rollout_row_chunk: int | None = None  # ensemble rows per chunk in rollouts (speed only)
     eval_every: int = 10  # epochs between real-env evaluations (CLI)
     eval_episodes: int = 10
     sac: SACConfig = SACConfig()

@@ -269,9 +269,21 @@ def sample_one_member(key: jax.Array, mean: jax.Array, std: jax.Array,
 
     Args: mean, std [E, B, D] (indexed by the ids in candidates). Returns: sample [B, D].
     """
+    choice, noise = draw_members_and_noise(key, mean.shape[1], mean.shape[2], candidates)
+    return sample_chosen(mean, std, choice, noise)
+
+
+def draw_members_and_noise(key: jax.Array, rows: int, dims: int,
+                           candidates: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The random part of `sample_one_member`: member ids [B] drawn uniformly from `candidates` [K]
+    and standard-normal noise [B, D] (one 1-D draw: N-D draws compile slowly on XLA:CPU)."""
     k_member, k_noise = jax.random.split(key)
-    rows, dims = mean.shape[1], mean.shape[2]
     choice = candidates[jax.random.randint(k_member, (rows,), 0, candidates.shape[0])]
+    return choice, jax.random.normal(k_noise, (rows * dims,)).reshape(rows, dims)
+
+
+def sample_chosen(mean: jax.Array, std: jax.Array, choice: jax.Array, noise: jax.Array) -> jax.Array:
+    """mean[choice_b, b] + std[choice_b, b] · noise_b per row. mean, std [E, B, D]; choice [B];
+    noise [B, D] -> [B, D]."""
     pick = lambda a: jnp.take_along_axis(a, choice[None, :, None], axis=0)[0]  # noqa: E731
-    noise = jax.random.normal(k_noise, (rows * dims,)).reshape(rows, dims)
-    return pick(mean) + pick(std) * noise  # 1-D draw: N-D draws compile slowly on XLA:CPU
+    return pick(mean) + pick(std) * noise

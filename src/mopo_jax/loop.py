@@ -53,7 +53,7 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
     obs_dim, act_dim = data.observations.shape[-1], data.actions.shape[-1]
     sac_cfg = config.sac
     rollout = make_rollout_fn(make_policy_apply(sac_cfg), termination_fn(config.dataset),
-                              config.rollout_length, config.penalty)
+                              config.rollout_length, config.penalty, config.rollout_row_chunk)
     sac_update = make_sac_update(sac_cfg)
 
     def init(key: jax.Array) -> TrainState:

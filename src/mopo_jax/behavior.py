@@ -1,0 +1,458 @@
+"""Online SAC on a real Gymnasium env: behaviour-policy snapshots plus the full transition history."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mopo_jax import checkpoint
+from mopo_jax.behavior_export import (HISTORY_FIELDS, export_policy, list_snapshots, load_history,
+                                      load_policy, save_history, select_expert_step,
+                                      select_medium_step, snapshot_prefix)
+from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, buffer_sample
+from mopo_jax.evaluate import evaluate_policy
+from mopo_jax.sac import SACConfig, SACState, init_sac, make_sac_update, sample_action
+from mopo_jax.train import _from_disk, _to_disk
+from mopo_jax.transitions import Transitions
+
+
+@dataclasses.dataclass(frozen=True)
+class BehaviorConfig:
+    """Online SAC run (SpinningUp-style schedule). update_after=None means start_steps.
+
+    Every env step at index >= update_after is matched by one SAC update, run in the chunk
+    that collected it, so a run makes total_steps − update_after updates.
+
+    max_episode_steps overrides the training env's time limit (None: the env's own, 1000 for
+    MuJoCo); evaluation always uses the env's own limit. The replay buffer holds all total_steps.
+    """
+
+    env_id: str = "Hopper-v5"
+    total_steps: int = 1_000_000
+    start_steps: int = 10_000  # uniform-random actions for env steps [0, start_steps)
+    update_after: int | None = None
+    update_every: int = 50  # env steps per chunk (host), then one jitted call for its updates
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    sac: SACConfig = SACConfig()
+    seed: int = 0
+    max_episode_steps: int | None = None
+
+    def __post_init__(self):
+        for name in ("total_steps", "update_every", "eval_every", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.start_steps < 0 or (self.update_after is not None and self.update_after < 0):
+            raise ValueError("start_steps and update_after must be >= 0")
+        if self.sac.batch_size < 1 or (self.max_episode_steps is not None and self.max_episode_steps < 1):
+            raise ValueError("batch_size and max_episode_steps must be positive")
+
+    @property
+    def first_update_step(self) -> int:
+        """Env steps collected before the first SAC update."""
+        return self.start_steps if self.update_after is None else self.update_after
+
+
+def config_to_dict(config: BehaviorConfig) -> dict:
+    """JSON-ready dict of a config (tuples become lists, as JSON reads them back)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(d: dict) -> BehaviorConfig:
+    """Inverse of `config_to_dict`."""
+    sac = dict(d["sac"], hidden_sizes=tuple(d["sac"]["hidden_sizes"]))
+    return BehaviorConfig(**{**d, "sac": SACConfig(**sac)})
+
+
+def reset_seed(config: BehaviorConfig, episode: int) -> int:
+    """Reset seed of the `episode`-th episode (0-based) of the run's history, abandoned ones included."""
+    return config.seed * 1_000_003 + episode
+
+
+def eval_seed(config: BehaviorConfig) -> int:
+    """First reset seed of every evaluation (the same episodes at each evaluation)."""
+    return 2**31 + 1000 * config.seed
+
+
+def make_env(config: BehaviorConfig):
+    """The training env; ValueError for an unknown id or a non-[-1, 1] Box action space."""
+    import gymnasium as gym
+
+    try:
+        gym.spec(config.env_id)
+        env = gym.make(config.env_id, max_episode_steps=config.max_episode_steps)
+    except gym.error.Error as err:
+        raise ValueError(f"unknown or unusable env id {config.env_id!r}: {err}") from err
+    space = env.action_space
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+            and np.all(space.low == -1.0) and np.all(space.high == 1.0)):
+        raise ValueError(f"{config.env_id}: need a 1-D Box action space on [-1, 1], got {space}")
+    if len(env.observation_space.shape) != 1:
+        raise ValueError(f"{config.env_id}: need a flat observation space")
+    return env
+
+
+class BehaviorState(flax.struct.PyTreeNode):
+    """Device state carried between chunks (the replay buffer travels separately)."""
+
+    sac: SACState
+    key: jax.Array  # typed PRNG key for SAC batches/updates
+
+
+def _root_keys(config: BehaviorConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(SAC init key, update-stream key, action key) derived from config.seed."""
+    return tuple(jax.random.split(jax.random.key(config.seed), 3))
+
+
+def init_state(config: BehaviorConfig, obs_dim: int, act_dim: int) -> BehaviorState:
+    """Fresh state from config.seed (leaves are fresh copies, so the state can be donated)."""
+    def init(seed_key):
+        sac_key, key, _ = jax.random.split(seed_key, 3)  # as _root_keys
+        return BehaviorState(sac=init_sac(sac_key, obs_dim, act_dim, config.sac), key=key)
+
+    return _distinct(jax.jit(init)(jax.random.key(config.seed)))
+
+
+def _distinct(tree):
+    """`tree` with no two leaves sharing a device buffer (donating an aliased buffer fails)."""
+    seen, leaves = set(), []
+    for leaf in jax.tree.leaves(tree):
+        ptr = leaf.unsafe_buffer_pointer()
+        leaves.append(jnp.copy(leaf) if ptr in seen else leaf)
+        seen.add(ptr)
+    return jax.tree.unflatten(jax.tree.structure(tree), leaves)
+
+
+def make_act_fn(config: BehaviorConfig):
+    """`act(actor_params, obs [o], key, t) -> action [a]`: uniform on [-1, 1] while t < start_steps,
+    else a stochastic policy sample; the key used is fold_in(key, t), so env step t always gets the
+    same randomness (also after a resume)."""
+
+    def act(actor_params, obs, key, t):
+        key = jax.random.fold_in(key, t)
+        policy = sample_action(actor_params, obs[None].astype(jnp.float32), key, config.sac)[0]
+        uniform = jax.random.uniform(key, policy.shape, policy.dtype, -1.0, 1.0)
+        return jnp.where(t < config.start_steps, uniform, policy)
+
+    return act
+
+
+def make_chunk_fn(config: BehaviorConfig):
+    """Pure `chunk(state, buffer, rows, valid, num_updates) -> (state, buffer, info)`.
+
+    rows: Transitions [update_every] (the chunk's env steps, padded); valid: [update_every] bool;
+    num_updates: [] int32 ≤ update_every. Appends the valid rows to the buffer, then runs
+    `num_updates` SAC updates (lax.scan over update_every, the rest skipped by lax.cond) on
+    batches drawn uniformly from the buffer. info: mean of each SAC diagnostic over the updates run.
+    """
+    update = make_sac_update(config.sac)
+    n = config.update_every
+
+    def chunk(state: BehaviorState, buffer: ModelBuffer, rows: Transitions, valid, num_updates):
+        buffer = buffer_add(buffer, rows, valid)
+        key, scan_key = jax.random.split(state.key)
+
+        def do_update(sac, step_key):
+            batch_key, update_key = jax.random.split(step_key)
+            return update(sac, buffer_sample(buffer, batch_key, config.sac.batch_size), update_key)
+
+        def step(sac, xs):
+            i, step_key = xs
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 jax.eval_shape(do_update, sac, step_key)[1])
+            return jax.lax.cond(i < num_updates, do_update, lambda s, _: (s, zeros), sac, step_key)
+
+        sac, infos = jax.lax.scan(step, state.sac, (jnp.arange(n), jax.random.split(scan_key, n)))
+        denom = jnp.maximum(num_updates, 1).astype(jnp.float32)
+        info = jax.tree.map(lambda x: jnp.sum(x) / denom, infos)
+        return BehaviorState(sac=sac, key=key), buffer, info
+
+    return chunk
+
+
+def _rows(history: dict, start: int, stop: int, pad_to: int) -> tuple[Transitions, np.ndarray]:
+    """History rows [start, stop) as float32 Transitions padded to `pad_to` rows, and the valid mask."""
+    def pad(x):
+        out = np.zeros((pad_to,) + x.shape[1:], np.float32)
+        out[: stop - start] = x[start:stop]
+        return out
+
+    rows = Transitions(pad(history["observations"]), pad(history["actions"]), pad(history["rewards"]),
+                       pad(history["next_observations"]), pad(history["terminations"]))
+    return rows, np.arange(pad_to) < stop - start
+
+
+def _empty_history(total: int, obs_dim: int, act_dim: int) -> dict:
+    """Zeroed host history of `total` rows (layout as `load_history` returns)."""
+    return {"observations": np.zeros((total, obs_dim)), "actions": np.zeros((total, act_dim), np.float32),
+            "rewards": np.zeros(total), "next_observations": np.zeros((total, obs_dim)),
+            "terminations": np.zeros(total, bool), "truncations": np.zeros(total, bool)}
+
+
+def training_command(config: BehaviorConfig, logdir: str | Path) -> str:
+    """The CLI command that (re)produces this run."""
+    cmd = (f"python -m mopo_jax.behavior --env {config.env_id} --steps {config.total_steps} "
+           f"--seed {config.seed} --start-steps {config.start_steps} --update-every "
+           f"{config.update_every} --eval-every {config.eval_every} --eval-episodes "
+           f"{config.eval_episodes} --hidden {','.join(map(str, config.sac.hidden_sizes))} "
+           f"--batch-size {config.sac.batch_size}")
+    if config.update_after is not None:
+        cmd += f" --update-after {config.update_after}"
+    if config.max_episode_steps is not None:
+        cmd += f" --max-episode-steps {config.max_episode_steps}"
+    return cmd + f" --logdir {logdir}"
+
+
+__all__ = ["BehaviorConfig", "train_behavior", "load_history", "list_snapshots",
+           "select_medium_step", "select_expert_step", "export_policy", "load_policy", "main"]
+
+
+def _check_same_config(logdir: Path, config_dict: dict) -> None:
+    saved = checkpoint.load_metadata(logdir / "checkpoint")["config"]
+    if saved != config_dict:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} vs {v!r}" for k, v in config_dict.items()
+                         if saved.get(k) != v)
+        raise ValueError(f"--resume: {logdir} was started with a different configuration "
+                         f"(saved vs requested: {diff}); use a new --logdir.")
+
+
+def _resume(config, logdir: Path, meta: dict, state, buffer, history):
+    """Restore (state, buffer, history rows, step, episodes, wall seconds) from `logdir`."""
+    ckpt = logdir / "checkpoint"
+    disk, saved = checkpoint.load_pytree(ckpt, _to_disk(state))
+    state = _from_disk(jax.tree.map(jnp.asarray, disk))
+    step = int(saved["step"])
+    for k, v in load_history(logdir, step).items():  # the in-progress episode is cut at `step`
+        history[k][:step] = v
+    rows, valid = _rows(history, 0, step, step)
+    buffer = jax.jit(buffer_add, donate_argnums=0)(buffer, rows, valid)
+    evals = logdir / "evals.jsonl"
+    lines = evals.read_text().splitlines() if evals.exists() else []
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError):  # a line half-written when the run was killed
+            pass
+    checkpoint.atomic_write_bytes(evals, "".join(kept).encode())
+    for pattern in ("*.json.*.tmp", "*.msgpack.*.tmp", "history.npz.*.tmp", "evals.jsonl.*.tmp"):
+        for leftover in [*logdir.glob(pattern), *(logdir / "snapshots").glob(pattern)]:
+            leftover.unlink(missing_ok=True)  # temp files of a write the kill interrupted
+    for s, _ in list_snapshots(logdir):
+        if s > step:  # written after the checkpoint; will be redone
+            for path in (checkpoint.msgpack_path(snapshot_prefix(logdir, s)),
+                         checkpoint.json_path(snapshot_prefix(logdir, s))):
+                Path(path).unlink(missing_ok=True)
+    return state, buffer, step, int(saved["episodes"]), float(saved["wall_seconds"])
+
+
+def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = False,
+                   progress: bool = True) -> dict:
+    """Train SAC online on `config.env_id`, writing into `logdir`; returns a summary dict.
+
+    Loop: collect update_every env steps with the current stochastic policy (uniform random
+    actions for the first start_steps), then one jitted call appends them to the device replay
+    buffer and runs as many SAC updates (none before first_update_step). Bootstrapping uses
+    `terminated` only. Every eval_every steps (and at the end): deterministic evaluation, a line
+    in evals.jsonl, an actor snapshot snapshots/step_<N>, history.npz (rows [0, N)) and the
+    checkpoint, in that order. The i-th episode of the history (0-based) was reset with seed
+    `reset_seed(config, i)`, also across resumes.
+
+    resume=True continues from the checkpoint: the buffer is rebuilt from the history, evals and
+    snapshots after the checkpoint are dropped, and the episode that was in progress is abandoned
+    (its last saved row is marked truncated) and a fresh one started. Without a checkpoint it
+    starts afresh; a fresh run refuses a logdir that already holds a checkpoint.
+    """
+    logdir = Path(logdir)
+    ckpt = logdir / "checkpoint"
+    has_ckpt = Path(checkpoint.json_path(ckpt)).exists()
+    if has_ckpt and not resume:
+        raise ValueError(f"{logdir} already holds a run; pass --resume to continue it or use a new --logdir.")
+    if has_ckpt:
+        _check_same_config(logdir, config_to_dict(config))
+    env = make_env(config)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    logdir.mkdir(parents=True, exist_ok=True)
+    meta = {"config": config_to_dict(config), "command": training_command(config, logdir),
+            "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
+                      f"{os.cpu_count()} host cores)",
+            "jax_version": jax.__version__, "obs_dim": obs_dim, "act_dim": act_dim}
+    state = init_state(config, obs_dim, act_dim)
+    buffer = _distinct(jax.jit(buffer_init, static_argnums=(0, 1, 2))(config.total_steps, obs_dim, act_dim))
+    history = _empty_history(config.total_steps, obs_dim, act_dim)
+    evals_path = logdir / "evals.jsonl"
+    if has_ckpt:
+        state, buffer, step, episodes, wall = _resume(config, logdir, meta, state, buffer, history)
+    else:
+        step, episodes, wall = 0, 0, 0.0
+        checkpoint.atomic_write_bytes(evals_path, b"")
+        for stale in (logdir / "snapshots").glob("step_*"):  # of a run killed before its checkpoint
+            stale.unlink()
+    checkpoint.atomic_write_bytes(logdir / "config.json", json.dumps(meta, indent=2).encode())
+
+    act = jax.jit(make_act_fn(config))
+    act_key = _root_keys(config)[2]
+    chunk_impl, traces = make_chunk_fn(config), [0]
+
+    def counted_chunk(*args):
+        traces[0] += 1  # runs only while tracing
+        return chunk_impl(*args)
+
+    chunk = jax.jit(counted_chunk, donate_argnums=(0, 1))
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress)
+    obs = None  # reset lazily, so `episodes` counts exactly the episodes that have rows
+    start_step, call_start = step, time.perf_counter()
+    segment_start = interval_start = call_start
+    interval_step, evals = step, []
+    U, E = config.update_every, config.eval_every
+    while step < config.total_steps:
+        end = min(step + U, (step // E + 1) * E, config.total_steps)
+        actor = state.sac.actor_params
+        for t in range(step, end):
+            if obs is None:
+                obs, _ = env.reset(seed=reset_seed(config, episodes))
+                episodes += 1
+            action = np.asarray(act(actor, obs.astype(np.float32), act_key, np.int32(t)))
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            for k, v in zip(HISTORY_FIELDS, (obs, action, reward, next_obs, terminated, truncated)):
+                history[k][t] = v
+            obs = next_obs
+            if terminated or truncated:
+                obs = None
+        rows, valid = _rows(history, step, end, U)
+        num_updates = np.int32(max(0, end - max(step, config.first_update_step)))  # one per new row
+        state, buffer, info = chunk(state, buffer, rows, valid, num_updates)
+        bar.update(end - step)
+        step = end
+        if step % E and step < config.total_steps:
+            continue
+        info = {k: float(v) for k, v in jax.device_get(info).items()}
+        steps_per_s = (step - interval_step) / (time.perf_counter() - interval_start)
+        returns = evaluate_policy(state.sac.actor_params, config.env_id, config.eval_episodes,
+                                  seed=eval_seed(config))
+        now = time.perf_counter()
+        wall += now - segment_start
+        segment_start = now
+        row = {"step": step, "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+               "wall_seconds": round(wall, 3), "steps_per_second": round(steps_per_s, 2),
+               "episodes": episodes, "sac_updates": int(state.sac.step), **info}
+        evals.append(row)
+        with open(evals_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        checkpoint.save_pytree(snapshot_prefix(logdir, step), state.sac.actor_params, {
+            **meta, "env_id": config.env_id, "step": step, "seed": config.seed,
+            "sac": meta["config"]["sac"], "eval_return_mean": row["return_mean"],
+            "eval_return_std": row["return_std"], "eval_returns": returns.tolist(),
+            "sac_updates": row["sac_updates"],
+            "wall_seconds": row["wall_seconds"]})
+        save_history(logdir, history, step)
+        checkpoint.save_pytree(ckpt, _to_disk(state), {**meta, "step": step, "episodes": episodes,
+                                                       "wall_seconds": wall})
+        if progress:
+            bar.write(f"step {step:8d}  return {row['return_mean']:9.1f} ± {row['return_std']:7.1f}"
+                      f"  {steps_per_s:7.1f} env+update steps/s  alpha {info['alpha']:.3f}")
+        interval_start, interval_step = time.perf_counter(), step
+    bar.close()
+    env.close()
+    seconds = time.perf_counter() - call_start
+    best = max(evals, key=lambda r: r["return_mean"]) if evals else None
+    return {"env_id": config.env_id, "logdir": str(logdir), "steps": step, "episodes": episodes,
+            "sac_updates": int(state.sac.step), "evaluations": len(evals),
+            "final_return_mean": evals[-1]["return_mean"] if evals else None,
+            "best_return_mean": best and best["return_mean"], "best_step": best and best["step"],
+            "wall_seconds": wall, "steps_per_second": (step - start_step) / seconds,
+            "chunk_traces": traces[0]}
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    import argparse
+
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 256,256, got {text!r}")
+    return sizes
+
+
+def _parsers():
+    import argparse
+
+    d = BehaviorConfig()
+    train = argparse.ArgumentParser(prog="python -m mopo_jax.behavior", description=__doc__,
+                                    epilog="export: python -m mopo_jax.behavior export --help")
+    train.add_argument("--env", required=True, help="Gymnasium id, e.g. Hopper-v5")
+    train.add_argument("--steps", type=int, default=d.total_steps, help="env steps (1000000)")
+    train.add_argument("--logdir", help="run directory (default runs/behavior/<env>-seed<seed>)")
+    train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument("--resume", action="store_true", help="continue the run in --logdir")
+    train.add_argument("--eval-every", type=int, default=d.eval_every)
+    train.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    train.add_argument("--start-steps", type=int, default=d.start_steps, help="random-action steps")
+    train.add_argument("--update-after", type=int, help="first update step (default: start steps)")
+    train.add_argument("--update-every", type=int, default=d.update_every)
+    train.add_argument("--hidden", type=_hidden, default=d.sac.hidden_sizes, help="e.g. 256,256")
+    train.add_argument("--batch-size", type=int, default=d.sac.batch_size)
+    train.add_argument("--max-episode-steps", type=int, help="training-env time limit override")
+    train.add_argument("--no-progress", action="store_true")
+    export = argparse.ArgumentParser(prog="python -m mopo_jax.behavior export",
+                                     description="Ship a snapshot of a run as a small policy file.")
+    export.add_argument("--logdir", required=True)
+    export.add_argument("--level", required=True, choices=["medium", "expert"],
+                        help="expert: best snapshot; medium: first reaching --fraction of the best")
+    export.add_argument("--out", required=True, help="output prefix (.msgpack and .json)")
+    export.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
+    export.add_argument("--seed", type=int, default=0, help="first evaluation reset seed")
+    export.add_argument("--fraction", type=float, default=1 / 3)
+    return train, export
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (train, or `export`); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    train_parser, export_parser = _parsers()
+    try:
+        if argv[:1] == ["export"]:
+            args = export_parser.parse_args(argv[1:])
+            if not Path(args.logdir).is_dir():
+                raise FileNotFoundError(f"--logdir {args.logdir} does not exist")
+            if args.episodes < 1:
+                raise ValueError("--episodes must be positive")
+            step = (select_expert_step(args.logdir) if args.level == "expert"
+                    else select_medium_step(args.logdir, args.fraction))
+            meta = export_policy(args.logdir, step, args.out, args.level, episodes=args.episodes,
+                                 seed=args.seed)
+            print(json.dumps({k: meta[k] for k in ("env_id", "level", "step", "return_mean",
+                                                   "return_std")}))
+            return 0
+        args = train_parser.parse_args(argv)
+        config = BehaviorConfig(
+            env_id=args.env, total_steps=args.steps, start_steps=args.start_steps,
+            update_after=args.update_after, update_every=args.update_every,
+            eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
+            sac=SACConfig(hidden_sizes=args.hidden, batch_size=args.batch_size),
+            max_episode_steps=args.max_episode_steps)
+        logdir = args.logdir or f"runs/behavior/{config.env_id}-seed{config.seed}"
+        summary = train_behavior(config, logdir, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Online SAC behaviour training: SIGKILL + resume via the CLI, exact history, one trace, export, selection.
+
+One small run serves most tests (compiling SAC dominates the cost on 2 cores): the CLI is started in
+a subprocess, killed after its first checkpoint, and resumed to completion with `--resume`.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import jax
+import numpy as np
+import pytest
+
+from mopo_jax import behavior, checkpoint
+from mopo_jax.behavior import (BehaviorConfig, export_policy, list_snapshots, load_history,
+                               load_policy, reset_seed, select_medium_step, train_behavior)
+from mopo_jax.behavior_export import load_snapshot
+from mopo_jax.evaluate import evaluate_policy
+from mopo_jax.sac import SACConfig, deterministic_action
+
+# eval_every is not a multiple of update_every (partial chunks); 80-step episodes give
+# time-limit truncations as well as falls.
+CFG = BehaviorConfig(env_id="Hopper-v5", total_steps=2500, start_steps=200, update_every=50,
+                     eval_every=470, eval_episodes=1, seed=1, max_episode_steps=80,
+                     sac=SACConfig(hidden_sizes=(32, 32), batch_size=32))
+EVAL_STEPS = [470, 940, 1410, 1880, 2350, 2500]
+
+
+def _argv(logdir):
+    return ["--env", "Hopper-v5", "--steps", "2500", "--start-steps", "200", "--eval-every", "470",
+            "--eval-episodes", "1", "--hidden", "32,32", "--batch-size", "32",
+            "--max-episode-steps", "80", "--seed", "1", "--logdir", str(logdir), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """CLI run SIGKILLed after its first checkpoint, then resumed with --resume to completion."""
+    logdir = tmp_path_factory.mktemp("behavior") / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "mopo_jax.behavior", *_argv(logdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    ckpt_json = Path(checkpoint.json_path(logdir / "checkpoint"))
+    deadline = time.monotonic() + 300
+    while not ckpt_json.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read()!r}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    killed_at = checkpoint.load_metadata(logdir / "checkpoint")["step"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # the same entry point as `python -m`, in-process
+        code = behavior.main(_argv(logdir) + ["--resume"])
+    assert code == 0
+    return logdir, json.loads(out.getvalue().splitlines()[-1]), killed_at
+
+
+def _assert_continuous(history):
+    """Within an episode next_observations[t] == observations[t + 1]; every episode is closed."""
+    end = history["terminations"] | history["truncations"]
+    assert end[-1], "the last row must close its episode"
+    inside = ~end[:-1]
+    np.testing.assert_array_equal(history["next_observations"][:-1][inside],
+                                  history["observations"][1:][inside])
+
+
+def test_cli_resume_after_sigkill_completes_cleanly(run):
+    logdir, summary, killed_at = run
+    assert killed_at < CFG.total_steps
+    assert summary["steps"] == CFG.total_steps
+    assert summary["sac_updates"] == CFG.total_steps - CFG.start_steps  # no update lost or doubled
+    evals = [json.loads(line) for line in (logdir / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == EVAL_STEPS  # strictly increasing, no duplicates
+    assert all(np.isfinite(e["return_mean"]) and e["steps_per_second"] > 0 for e in evals)
+    assert [s for s, _ in list_snapshots(logdir)] == EVAL_STEPS
+    assert [r for _, r in list_snapshots(logdir)] == [e["return_mean"] for e in evals]
+    meta = checkpoint.load_metadata(logdir / "checkpoint")
+    assert meta["step"] == CFG.total_steps and meta["config"] == behavior.config_to_dict(CFG)
+    assert not [p for p in logdir.rglob("*") if p.name.endswith(".tmp")]
+    history = load_history(logdir)
+    assert {k: v.shape[0] for k, v in history.items()} == dict.fromkeys(history, CFG.total_steps)
+    _assert_continuous(history)
+    # The episode in progress at the kill was abandoned: its last saved row closes it.
+    assert history["terminations"][killed_at - 1] or history["truncations"][killed_at - 1]
+
+
+def test_history_replays_exactly_in_the_env(run):
+    history = load_history(run[0])
+    assert history["terminations"].any() and history["truncations"].any()
+    ends = np.flatnonzero(history["terminations"] | history["truncations"])
+    env = gym.make(CFG.env_id, max_episode_steps=CFG.max_episode_steps)
+    cut = {CFG.total_steps - 1, run[2] - 1}  # rows where the run (not the env) cut the episode
+    for i, (a, b) in enumerate(zip(np.r_[0, ends[:-1] + 1], ends + 1)):
+        obs, _ = env.reset(seed=reset_seed(CFG, i))
+        np.testing.assert_array_equal(obs, history["observations"][a])
+        for t in range(a, b):
+            obs, reward, terminated, truncated, _ = env.step(history["actions"][t])
+            np.testing.assert_array_equal(obs, history["next_observations"][t])
+            assert reward == history["rewards"][t]
+            assert terminated == history["terminations"][t]  # only where the env said so
+            assert truncated == history["truncations"][t] or t in cut
+    assert np.all(np.abs(history["actions"]) <= 1.0)
+    np.testing.assert_allclose(history["actions"][: CFG.start_steps].mean(), 0.0, atol=0.1)
+    part = load_history(run[0], upto_step=100)
+    assert part["observations"].shape[0] == 100 and (part["terminations"][-1] or part["truncations"][-1])
+    with pytest.raises(ValueError, match="outside"):
+        load_history(run[0], upto_step=CFG.total_steps + 1)
+
+
+def test_chunk_function_traced_once(run):
+    # The resumed process ran ~45 chunks, full and partial: compiled once.
+    assert run[1]["chunk_traces"] == 1
+
+
+def test_resume_refuses_other_config_and_fresh_run_refuses_used_logdir(run):
+    logdir = run[0]
+    before = (logdir / "evals.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"different configuration.*eval_every.*new --logdir"):
+        train_behavior(dataclasses.replace(CFG, eval_every=300), logdir, resume=True, progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        train_behavior(CFG, logdir, progress=False)
+    assert (logdir / "evals.jsonl").read_text() == before
+
+
+def test_export_and_load_policy_round_trip(run, tmp_path, capsys):
+    logdir = run[0]
+    step = list_snapshots(logdir)[-1][0]
+    meta = export_policy(logdir, step, tmp_path / "pol", "expert", {"note": "x"}, episodes=2, seed=5)
+    params, loaded = load_policy(tmp_path / "pol")
+    snap_params, _ = load_snapshot(logdir, step)
+    jax.tree.map(np.testing.assert_array_equal, params, snap_params)
+    assert loaded == meta and loaded["note"] == "x" and loaded["level"] == "expert"
+    assert loaded["env_id"] == "Hopper-v5" and loaded["step"] == step
+    assert loaded["hidden_sizes"] == [32, 32] and loaded["jax_version"] == jax.__version__
+    assert "--hidden 32,32" in loaded["training_command"] and loaded["wall_seconds_to_step"] > 0
+    assert loaded["device"]
+    np.testing.assert_array_equal(loaded["returns"], evaluate_policy(params, "Hopper-v5", 2, seed=5))
+    assert loaded["return_mean"] == pytest.approx(np.mean(loaded["returns"]))
+    assert deterministic_action(params, np.zeros((4, 11), np.float32)).shape == (4, 3)
+    # CLI export of the medium level picks select_medium_step.
+    assert behavior.main(["export", "--logdir", str(logdir), "--level", "medium", "--out",
+                          str(tmp_path / "med"), "--episodes", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == select_medium_step(logdir)
+    assert load_policy(tmp_path / "med")[1]["level"] == "medium"
+
+
+def test_select_medium_step_on_hand_written_snapshots(tmp_path):
+    returns = {20: 150.0, 50: -5.0, 200: 110.0, 1000: 105.0, 1500: 300.0, 2000: 280.0}
+    for step, ret in returns.items():  # "1000" sorts before "200" as a string
+        checkpoint.save_pytree(tmp_path / "snapshots" / f"step_{step}", {"w": np.zeros(1)},
+                               {"eval_return_mean": ret, "sac_updates": 0 if step == 20 else 9})
+    assert list_snapshots(tmp_path) == sorted(returns.items())
+    assert select_medium_step(tmp_path) == 200  # first trained snapshot ≥ 300 / 3
+    assert select_medium_step(tmp_path, fraction=0.5) == 1500
+    assert behavior.select_expert_step(tmp_path) == 1500
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    for argv in (["--env", "NoSuchEnv-v0", "--steps", "10", "--logdir", str(tmp_path / "a")],
+                 ["--env", "Hopper-v5", "--steps", "0", "--logdir", str(tmp_path / "b")],
+                 ["export", "--logdir", str(tmp_path / "missing"), "--level", "medium",
+                  "--out", str(tmp_path / "p")]):
+        assert behavior.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
