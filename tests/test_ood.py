@@ -195,3 +195,32 @@ def test_evaluate_policy_accepts_an_env_factory():
     assert steps == 100
     np.testing.assert_allclose([target[0], source[0]], total, rtol=1e-9)
     assert target[0] != source[0]
+
+
+def test_capped_velocity_behaviour_reward_from_the_simulator():
+    """min(v_x, 3) − 0.1‖a‖² with v_x from rootx positions before/after each step."""
+    from mopo_jax.behavior import BehaviorConfig, make_env
+    from mopo_jax.ood import CappedVelocityRewardWrapper
+
+    env = make_env(BehaviorConfig(env_id="HalfCheetah-v5", reward="halfcheetah-vel3"), for_eval=True)
+    assert isinstance(env, CappedVelocityRewardWrapper) and env.spec.max_episode_steps == 1000
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    data, dt = env.unwrapped.data, env.unwrapped.dt
+    for _ in range(200):
+        action = rng.uniform(-1, 1, 6).astype(np.float32)
+        x0 = float(data.qpos[0])
+        _, reward, _, _, info = env.step(action)
+        v = (float(data.qpos[0]) - x0) / dt
+        want = min(v, 3.0) - 0.1 * float(np.sum(np.square(action, dtype=np.float64)))
+        np.testing.assert_allclose(reward, want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(info["source_reward"], v - 0.1 * np.sum(np.square(action)), rtol=1e-5, atol=1e-5)
+    qpos, qvel = np.array(data.qpos), np.array(data.qvel)
+    qvel[0] = 8.0  # launched forward: the cap must bind
+    env.unwrapped.set_state(qpos, qvel)
+    _, reward, _, _, info = env.step(np.zeros(6, np.float32))
+    assert info["x_velocity"] > 3.0 and reward == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="reward must be one of"):
+        BehaviorConfig(reward="jump")
+    with pytest.raises(ValueError, match="HalfCheetah"):
+        make_env(BehaviorConfig(env_id="Hopper-v5", reward="halfcheetah-vel3"))

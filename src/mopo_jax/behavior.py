@@ -25,6 +25,9 @@ from mopo_jax.train import _from_disk, _to_disk
 from mopo_jax.transitions import Transitions
 
 
+TRAINING_REWARDS = ("env", "halfcheetah-vel3")
+
+
 @dataclasses.dataclass(frozen=True)
 class BehaviorConfig:
     """Online SAC run (SpinningUp-style schedule). update_after=None means start_steps.
@@ -46,6 +49,7 @@ class BehaviorConfig:
     sac: SACConfig = SACConfig()
     seed: int = 0
     max_episode_steps: int | None = None
+    reward: str = "env"  # "env", or "halfcheetah-vel3": the source task of halfcheetah-jump (mopo_jax.ood)
 
     def __post_init__(self):
         for name in ("total_steps", "update_every", "eval_every", "eval_episodes"):
@@ -53,6 +57,8 @@ class BehaviorConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.start_steps < 0 or (self.update_after is not None and self.update_after < 0):
             raise ValueError("start_steps and update_after must be >= 0")
+        if self.reward not in TRAINING_REWARDS:
+            raise ValueError(f"reward must be one of {TRAINING_REWARDS}, got {self.reward!r}")
         if self.sac.batch_size < 1 or (self.max_episode_steps is not None and self.max_episode_steps < 1):
             raise ValueError("batch_size and max_episode_steps must be positive")
 
@@ -83,15 +89,20 @@ def eval_seed(config: BehaviorConfig) -> int:
     return 2**31 + 1000 * config.seed
 
 
-def make_env(config: BehaviorConfig):
-    """The training env; ValueError for an unknown id or a non-[-1, 1] Box action space."""
+def make_env(config: BehaviorConfig, for_eval: bool = False):
+    """The training env (for_eval: with the env's own time limit), its reward replaced when
+    config.reward asks; ValueError for an unknown id or a non-[-1, 1] Box action space."""
     import gymnasium as gym
 
     try:
         gym.spec(config.env_id)
-        env = gym.make(config.env_id, max_episode_steps=config.max_episode_steps)
+        env = gym.make(config.env_id, max_episode_steps=None if for_eval else config.max_episode_steps)
     except gym.error.Error as err:
         raise ValueError(f"unknown or unusable env id {config.env_id!r}: {err}") from err
+    if config.reward == "halfcheetah-vel3":
+        from mopo_jax.ood import CappedVelocityRewardWrapper
+
+        env = CappedVelocityRewardWrapper(env, max_velocity=3.0)
     space = env.action_space
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1
             and np.all(space.low == -1.0) and np.all(space.high == 1.0)):
@@ -209,6 +220,8 @@ def training_command(config: BehaviorConfig, logdir: str | Path) -> str:
         cmd += f" --update-after {config.update_after}"
     if config.max_episode_steps is not None:
         cmd += f" --max-episode-steps {config.max_episode_steps}"
+    if config.reward != "env":
+        cmd += f" --reward {config.reward}"
     return cmd + f" --logdir {logdir}"
 
 
@@ -218,6 +231,7 @@ __all__ = ["BehaviorConfig", "train_behavior", "load_history", "list_snapshots",
 
 def _check_same_config(logdir: Path, config_dict: dict) -> None:
     saved = checkpoint.load_metadata(logdir / "checkpoint")["config"]
+    saved = config_to_dict(config_from_dict(saved))  # fields added since take their defaults
     if saved != config_dict:
         diff = ", ".join(f"{k}: {saved.get(k)!r} vs {v!r}" for k, v in config_dict.items()
                          if saved.get(k) != v)
@@ -340,7 +354,8 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
             continue
         info = {k: float(v) for k, v in jax.device_get(info).items()}
         steps_per_s = (step - interval_step) / (time.perf_counter() - interval_start)
-        returns = evaluate_policy(state.sac.actor_params, config.env_id, config.eval_episodes,
+        returns = evaluate_policy(state.sac.actor_params, lambda: make_env(config, for_eval=True),
+                                  config.eval_episodes,
                                   seed=eval_seed(config))
         now = time.perf_counter()
         wall += now - segment_start
@@ -407,6 +422,9 @@ def _parsers():
     train.add_argument("--hidden", type=_hidden, default=d.sac.hidden_sizes, help="e.g. 256,256")
     train.add_argument("--batch-size", type=int, default=d.sac.batch_size)
     train.add_argument("--max-episode-steps", type=int, help="training-env time limit override")
+    train.add_argument("--reward", choices=TRAINING_REWARDS, default=d.reward,
+                       help="training reward: the env's, or halfcheetah-vel3 = min(v_x, 3) - 0.1|a|^2 "
+                            "(MOPO's behaviour task for the halfcheetah-jump data)")
     train.add_argument("--no-progress", action="store_true")
     export = argparse.ArgumentParser(prog="python -m mopo_jax.behavior export",
                                      description="Ship a snapshot of a run as a small policy file.")
@@ -444,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             update_after=args.update_after, update_every=args.update_every,
             eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
             sac=SACConfig(hidden_sizes=args.hidden, batch_size=args.batch_size),
-            max_episode_steps=args.max_episode_steps)
+            max_episode_steps=args.max_episode_steps, reward=args.reward)
         logdir = args.logdir or f"runs/behavior/{config.env_id}-seed{config.seed}"
         summary = train_behavior(config, logdir, resume=args.resume, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as err:

@@ -331,3 +331,23 @@ def make_eval_env(task_name: str, **kwargs: Any) -> gym.Env:
     """
     task = get_task(task_name)
     return TargetRewardWrapper(gym.make(task.env_id, **kwargs), task.name)
+
+
+class CappedVelocityRewardWrapper(gym.Wrapper):
+    """HalfCheetah-v5 with MOPO's behaviour reward for the halfcheetah-jump data:
+    r = min(v_x, max_velocity) − 0.1·‖a‖² (v_x = the env's own finite-difference `x_velocity`).
+
+    The env's reward is kept in info["source_reward"]; everything else is unchanged.
+    """
+
+    def __init__(self, env: gym.Env, max_velocity: float = 3.0):
+        super().__init__(env)
+        if "HalfCheetah" not in str(env.spec.id if env.spec else env.unwrapped):
+            raise ValueError(f"the capped-velocity reward is defined for HalfCheetah, not {env.spec}")
+        self.max_velocity = max_velocity
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = dict(info, source_reward=reward)
+        capped = min(float(info["x_velocity"]), self.max_velocity) + float(info["reward_ctrl"])
+        return obs, capped, terminated, truncated, info
