@@ -66,7 +66,8 @@ class Bench:
         self.obs_dim, self.act_dim, height = ENVS[args.env]
         overrides = {k: v for k, v in (("rollout_batch_size", args.rollout_batch_size),
                                        ("steps_per_epoch", args.steps_per_epoch),
-                                       ("rollout_length", args.horizon)) if v is not None}
+                                       ("rollout_length", args.horizon),
+                                       ("penalty", args.penalty)) if v is not None}
         dataset = f"{args.env}-{args.level}"
         self.config = (tiny(dataset, **overrides) if args.quick else preset(dataset, **overrides))
         self.rows = args.dynamics_rows or (2_000 if args.quick else 100_000)

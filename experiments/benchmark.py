@@ -284,6 +284,8 @@ def main(argv=None) -> None:
     p.add_argument("--rollout-batch-size", type=int, help="rollout start states (preset 50000)")
     p.add_argument("--steps-per-epoch", type=int, help="SAC updates per epoch (preset 1000)")
     p.add_argument("--horizon", type=int, help="rollout length h (default: the dataset preset)")
+    p.add_argument("--penalty", choices=["max_std", "max_std_elites", "disagreement"],
+                   help="uncertainty penalty (default max_std: all members run; the others: elites only)")
     p.add_argument("--dynamics-rows", type=int, help="synthetic transitions (default 100000; quick 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (smoke test)")
@@ -300,7 +302,7 @@ def main(argv=None) -> None:
     cfg = b.config
     bench = {"env": args.env, "dataset": cfg.dataset, "obs_dim": b.obs_dim, "act_dim": b.act_dim,
              "rollout_batch_size": cfg.rollout_batch_size, "horizon": cfg.rollout_length,
-             "steps_per_epoch": cfg.steps_per_epoch, "dynamics_rows": b.rows, "repeats": args.repeats,
+             "steps_per_epoch": cfg.steps_per_epoch, "penalty": cfg.penalty, "dynamics_rows": b.rows, "repeats": args.repeats,
              "num_seeds": args.num_seeds, "quick": args.quick, "parts": parts}
     print(f"{jax.default_backend()} / {jax.devices()[0].device_kind}, jax {jax.__version__}: {bench}",
           flush=True)

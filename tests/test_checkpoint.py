@@ -71,3 +71,18 @@ def test_template_mismatch_names_the_leaf(tmp_path):
     wrong_keys = {"other": np.zeros(1)}
     with pytest.raises(ValueError, match="structure"):
         checkpoint.load_pytree(tmp_path / "ck", wrong_keys)
+
+
+def test_prng_keys_round_trip_through_key_data(tmp_path):
+    tree = {"key": jax.random.key(3), "keys": jax.random.split(jax.random.key(4), 2),
+            "rbg": jax.random.key(5, impl="rbg"), "x": np.ones(2, np.float32)}
+    disk = checkpoint.keys_to_data(tree)
+    assert disk["key"].dtype == np.uint32 and disk["keys"].shape == (2, 2)
+    checkpoint.save_pytree(tmp_path / "k", disk, {})
+    loaded, _ = checkpoint.load_pytree(tmp_path / "k", disk)
+    back = checkpoint.keys_from_data(loaded, tree)
+    for name in ("key", "keys", "rbg"):
+        assert jax.random.key_impl(back[name]) == jax.random.key_impl(tree[name])
+        np.testing.assert_array_equal(jax.random.key_data(back[name]), jax.random.key_data(tree[name]))
+    np.testing.assert_array_equal(jax.random.normal(back["key"], (3,)), jax.random.normal(tree["key"], (3,)))
+    np.testing.assert_array_equal(back["x"], tree["x"])

@@ -135,3 +135,22 @@ def test_cli_tiny_end_to_end(data_dirs, tmp_path, capsys):
     assert results["final_return_mean"] == summary["final_return_mean"]
     assert (logdir / "checkpoint.msgpack").exists() and (logdir / "checkpoint.json").exists()
     assert len(list((data_dirs / "cache" / "models").glob("hopper-random-n2000-seed0-*.msgpack"))) == 1
+
+
+def test_epoch_writes_the_model_buffer_in_place(setup):
+    """The compiled epoch aliases the donated state and never copies the model buffer; the same
+    epoch without donation has to copy it (the control that shows the check can fail)."""
+    import re
+
+    data, model, fns = setup
+    state = fns.init(jax.random.key(0))
+    rows = f"f32[{CFG.buffer_capacity},{data.observations.shape[1]}]"
+    copy = re.compile(re.escape(rows) + r"\S* (copy|copy-start)\(")
+
+    def buffer_copies(text):
+        return [ln for ln in text.splitlines() if copy.search(ln)]
+
+    donated = fns.run_epochs.lower(state, data, model, 2).compile().as_text()
+    assert "input_output_alias" in donated and not buffer_copies(donated)
+    plain = jax.jit(lambda s, d, m: fns.epoch(s, d, m)).lower(state, data, model).compile().as_text()
+    assert buffer_copies(plain)

@@ -21,7 +21,6 @@ from mopo_jax.behavior_export import (HISTORY_FIELDS, export_policy, list_snapsh
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, buffer_sample
 from mopo_jax.evaluate import evaluate_policy
 from mopo_jax.sac import SACConfig, SACState, init_sac, make_sac_update, sample_action
-from mopo_jax.train import _from_disk, _to_disk
 from mopo_jax.transitions import Transitions
 
 
@@ -242,8 +241,8 @@ def _check_same_config(logdir: Path, config_dict: dict) -> None:
 def _resume(config, logdir: Path, meta: dict, state, buffer, history):
     """Restore (state, buffer, history rows, step, episodes, wall seconds) from `logdir`."""
     ckpt = logdir / "checkpoint"
-    disk, saved = checkpoint.load_pytree(ckpt, _to_disk(state))
-    state = _from_disk(jax.tree.map(jnp.asarray, disk))
+    disk, saved = checkpoint.load_pytree(ckpt, checkpoint.keys_to_data(state))
+    state = checkpoint.keys_from_data(disk, state)
     step = int(saved["step"])
     for k, v in load_history(logdir, step).items():  # the in-progress episode is cut at `step`
         history[k][:step] = v
@@ -373,7 +372,7 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
             "sac_updates": row["sac_updates"],
             "wall_seconds": row["wall_seconds"]})
         save_history(logdir, history, step)
-        checkpoint.save_pytree(ckpt, _to_disk(state), {**meta, "step": step, "episodes": episodes,
+        checkpoint.save_pytree(ckpt, checkpoint.keys_to_data(state), {**meta, "step": step, "episodes": episodes,
                                                        "wall_seconds": wall})
         if progress:
             bar.write(f"step {step:8d}  return {row['return_mean']:9.1f} ± {row['return_std']:7.1f}"

@@ -137,3 +137,25 @@ def load_pytree(path_prefix: str | os.PathLike, template: Any) -> tuple[Any, dic
                              f"dtype {leaf.dtype}, expected shape {tuple(ref.shape)} dtype {ref.dtype}")
     meta.pop(_RESERVED)
     return tree, meta
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def keys_to_data(tree: Any) -> Any:
+    """`tree` with every typed PRNG key array replaced by its raw uint32 key data (savable)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def keys_from_data(tree: Any, template: Any) -> Any:
+    """Inverse of `keys_to_data`: leaves where `template` holds a typed key are wrapped back into
+    keys of the same implementation; the other leaves become jnp arrays."""
+    import jax.numpy as jnp
+
+    def restore(x, t):
+        if _is_key(t):
+            return jax.random.wrap_key_data(jnp.asarray(x), impl=jax.random.key_impl(t))
+        return jnp.asarray(x)
+
+    return jax.tree.map(restore, tree, template)

@@ -23,7 +23,7 @@ from mopo_jax import checkpoint, dynamics
 from mopo_jax.config import TrainConfig, preset, tiny
 from mopo_jax.data import DatasetError, cache_dir, dataset_names, load_dataset, normalized_score
 from mopo_jax.evaluate import evaluate_policy
-from mopo_jax.loop import TrainState, make_train
+from mopo_jax.loop import make_train
 from mopo_jax.ood import make_eval_env
 from mopo_jax.sharding import SEED_AXIS, replicate, seed_mesh, shard_seeds
 
@@ -76,14 +76,6 @@ def fit_or_load_dynamics(config: TrainConfig, data, seeds: list[int], model_dir:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *(models[s] for s in seeds))
 
 
-def _to_disk(state: TrainState) -> TrainState:
-    return state.replace(key=jax.random.key_data(state.key))
-
-
-def _from_disk(state: TrainState) -> TrainState:
-    return state.replace(key=jax.random.wrap_key_data(jnp.asarray(state.key)))
-
-
 def policy_keys(seed: int, num_seeds: int) -> jax.Array:
     """PRNG keys [S] of the policy phase: seed i is fold_in(key(seed + i), 1), so a run with
     --seed s --num-seeds S trains the same policies as S runs with --seed s, s+1, ..."""
@@ -132,8 +124,8 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
             if saved_meta[field] != meta[field]:
                 raise ValueError(f"--resume: {logdir} was started with a different {field} "
                                  f"({saved_meta[field]!r} vs {meta[field]!r}); use a new --logdir.")
-        disk, _ = checkpoint.load_pytree(ckpt, _to_disk(state))
-        state = shard_seeds(_from_disk(jax.tree.map(jnp.asarray, disk)), mesh)
+        disk, _ = checkpoint.load_pytree(ckpt, checkpoint.keys_to_data(state))
+        state = shard_seeds(checkpoint.keys_from_data(disk, state), mesh)
         done = int(state.epoch[0])
         kept = [ln for ln in metrics_path.read_text().splitlines()
                 if json.loads(ln)["epoch"] <= done] if metrics_path.exists() else []
@@ -178,7 +170,7 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
                 lines.append(json.dumps(row) + "\n")
         with open(metrics_path, "a") as f:
             f.writelines(lines)
-        checkpoint.save_pytree(ckpt, _to_disk(state), meta)
+        checkpoint.save_pytree(ckpt, checkpoint.keys_to_data(state), meta)
         bar.update(num)
         bar.write(f"epoch {done:5d}  return {np.round(returns.mean(1), 1).tolist()}  normalised "
                   f"{np.round(scores, 1).tolist()} ({dataset.info.ref_source.split(' (')[0]})  "
