@@ -10,7 +10,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import jax
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import jaxlib
 
 from mopo_jax.buffer import ModelBuffer, sample_mixed_batch, sample_rows
+from mopo_jax.checkpoint import atomic_write_bytes
 from mopo_jax.config import preset, tiny
 from mopo_jax.ensemble import EnsembleModel, init_ensemble_params
 from mopo_jax.loop import make_train
@@ -260,20 +260,6 @@ def machine_info() -> dict:
             "argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def atomic_write(path: str, text: str) -> None:
-    """Write to a temporary file in the same folder, then os.replace it onto `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
 
 def _fmt(x, digits=3) -> str:
     return "–" if x is None else f"{x:.{digits}g}"
@@ -306,7 +292,7 @@ def markdown(result: dict) -> str:
 
 def write_outputs(result: dict, out: str) -> tuple[str, str]:
     md_path = os.path.splitext(out)[0] + ".md"
-    atomic_write(out, json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write_bytes(out, (json.dumps(result, indent=2, default=str) + "\n").encode())
     table = markdown(result)
-    atomic_write(md_path, table)
+    atomic_write_bytes(md_path, table.encode())
     return md_path, table
