@@ -173,3 +173,14 @@ def test_cli_errors_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_default_logdir_is_where_dataset_builds_look(monkeypatch, tmp_path):
+    from mopo_jax.dataset_levels import BEHAVIOR_DIR_ENV_VAR, OOD_SOURCE_RUNS
+
+    monkeypatch.setenv(BEHAVIOR_DIR_ENV_VAR, str(tmp_path))
+    assert behavior.default_logdir(BehaviorConfig(env_id="Hopper-v5")) == tmp_path / "hopper"
+    cheetah = BehaviorConfig(env_id="HalfCheetah-v5", reward="halfcheetah-vel3")
+    assert behavior.default_logdir(cheetah) == tmp_path / OOD_SOURCE_RUNS["halfcheetah-jump"]
+    assert behavior.default_logdir(BehaviorConfig(env_id="Ant-v5")) == tmp_path / OOD_SOURCE_RUNS["ant-angle"]
+    assert behavior.default_logdir(BehaviorConfig(env_id="Walker2d-v5", seed=2)) == tmp_path / "walker2d-seed2"

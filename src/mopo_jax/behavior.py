@@ -208,6 +208,16 @@ def _empty_history(total: int, obs_dim: int, act_dim: int) -> dict:
             "terminations": np.zeros(total, bool), "truncations": np.zeros(total, bool)}
 
 
+def default_logdir(config: BehaviorConfig) -> Path:
+    """Where the dataset builds look for this run: <behavior dir>/<env>[-vel3][-seed<s>], e.g.
+    ~/.cache/mopo_jax/behavior/hopper for Hopper-v5, seed 0 (see mopo_jax.dataset_levels)."""
+    from mopo_jax.dataset_levels import behavior_run_dir
+
+    name = config.env_id.split("-v")[0].lower()
+    name += "-vel3" if config.reward == "halfcheetah-vel3" else ""
+    return behavior_run_dir(name + (f"-seed{config.seed}" if config.seed else ""))
+
+
 def training_command(config: BehaviorConfig, logdir: str | Path) -> str:
     """The CLI command that (re)produces this run."""
     cmd = (f"python -m mopo_jax.behavior --env {config.env_id} --steps {config.total_steps} "
@@ -410,7 +420,8 @@ def _parsers():
                                     epilog="export: python -m mopo_jax.behavior export --help")
     train.add_argument("--env", required=True, help="Gymnasium id, e.g. Hopper-v5")
     train.add_argument("--steps", type=int, default=d.total_steps, help="env steps (1000000)")
-    train.add_argument("--logdir", help="run directory (default runs/behavior/<env>-seed<seed>)")
+    train.add_argument("--logdir", help="run directory (default: where dataset builds look, "
+                       "~/.cache/mopo_jax/behavior/<env>[-vel3][-seed<s>])")
     train.add_argument("--seed", type=int, default=d.seed)
     train.add_argument("--resume", action="store_true", help="continue the run in --logdir")
     train.add_argument("--eval-every", type=int, default=d.eval_every)
@@ -462,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
             sac=SACConfig(hidden_sizes=args.hidden, batch_size=args.batch_size),
             max_episode_steps=args.max_episode_steps, reward=args.reward)
-        logdir = args.logdir or f"runs/behavior/{config.env_id}-seed{config.seed}"
+        logdir = args.logdir or default_logdir(config)
         summary = train_behavior(config, logdir, resume=args.resume, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
