@@ -10,8 +10,9 @@ import pytest
 
 from mopo_jax import checkpoint
 from mopo_jax.behavior import BehaviorConfig, train_behavior
-from mopo_jax.data import DatasetError, episode_returns, load_dataset
-from mopo_jax.dataset_levels import BEHAVIOR_DIR_ENV_VAR, POLICY_DIR_ENV_VAR, collect_policy_steps
+from mopo_jax.data import ENVS, DatasetError, episode_returns, load_dataset
+from mopo_jax.dataset_levels import (BEHAVIOR_DIR_ENV_VAR, POLICY_DIR_ENV_VAR, collect_policy_steps,
+                                     shipped_policies)
 from mopo_jax.ood import halfcheetah_jump_reward
 from mopo_jax.sac import SACConfig, init_sac
 
@@ -86,3 +87,27 @@ def test_history_levels_from_a_behaviour_run(dirs):
         np.testing.assert_allclose(replay.rewards, raw["rewards"][:450], rtol=1e-6)
         np.testing.assert_allclose(replay.observations, raw["observations"][:450], rtol=1e-6)
     np.testing.assert_allclose(replay.observations, jump.observations[:450])
+
+
+@pytest.mark.parametrize("name", shipped_policies())
+def test_shipped_policy_builds_its_dataset(name, tmp_path, monkeypatch):
+    """Every policy shipped in the package loads, carries how it was made and what it scored, and
+    builds its dataset offline with the right shapes and metadata."""
+    from mopo_jax.behavior_export import load_policy
+    from mopo_jax.dataset_levels import find_policy
+
+    monkeypatch.delenv(POLICY_DIR_ENV_VAR, raising=False)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setenv("MOPO_JAX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MOPO_JAX_OFFLINE", "1")
+    env, level = name.split("-", 1)
+    params, meta = load_policy(find_policy(env, level))
+    assert meta["level"] == level and meta["env_id"] == ENVS[env].env_id
+    assert len(meta["returns"]) == meta["eval_episodes"] >= 10
+    assert meta["return_mean"] == pytest.approx(np.mean(meta["returns"]))
+    assert {"training_command", "wall_seconds_to_step", "device", "step"} <= set(meta)
+    ds = load_dataset(name, num_steps=200)
+    assert ds.observations.shape == (200, params["trunk"]["hidden_0"]["kernel"].shape[0])
+    assert ds.actions.shape == (200, params["trunk"]["output"]["kernel"].shape[1] // 2)
+    assert ds.info.source == "built locally" and ds.info.env_id == meta["env_id"]
+    assert np.isfinite(ds.rewards).all() and np.all(np.abs(ds.actions) <= 1)
