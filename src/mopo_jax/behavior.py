@@ -124,22 +124,10 @@ def _root_keys(config: BehaviorConfig) -> tuple[jax.Array, jax.Array, jax.Array]
 
 
 def init_state(config: BehaviorConfig, obs_dim: int, act_dim: int) -> BehaviorState:
-    """Fresh state from config.seed (leaves are fresh copies, so the state can be donated)."""
-    def init(seed_key):
-        sac_key, key, _ = jax.random.split(seed_key, 3)  # as _root_keys
-        return BehaviorState(sac=init_sac(sac_key, obs_dim, act_dim, config.sac), key=key)
-
-    return _distinct(jax.jit(init)(jax.random.key(config.seed)))
-
-
-def _distinct(tree):
-    """`tree` with no two leaves sharing a device buffer (donating an aliased buffer fails)."""
-    seen, leaves = set(), []
-    for leaf in jax.tree.leaves(tree):
-        ptr = leaf.unsafe_buffer_pointer()
-        leaves.append(jnp.copy(leaf) if ptr in seen else leaf)
-        seen.add(ptr)
-    return jax.tree.unflatten(jax.tree.structure(tree), leaves)
+    """Fresh state from config.seed (init_sac jitted: run eagerly it compiles dozens of tiny ops)."""
+    sac_key, key, _ = _root_keys(config)
+    sac = jax.jit(init_sac, static_argnums=(1, 2, 3))(sac_key, obs_dim, act_dim, config.sac)
+    return BehaviorState(sac=sac, key=key)
 
 
 def make_act_fn(config: BehaviorConfig):
@@ -248,7 +236,7 @@ def _check_same_config(logdir: Path, config_dict: dict) -> None:
                          f"(saved vs requested: {diff}); use a new --logdir.")
 
 
-def _resume(config, logdir: Path, meta: dict, state, buffer, history):
+def _resume(logdir: Path, state, buffer, history):
     """Restore (state, buffer, history rows, step, episodes, wall seconds) from `logdir`."""
     ckpt = logdir / "checkpoint"
     disk, saved = checkpoint.load_pytree(ckpt, checkpoint.keys_to_data(state))
@@ -311,11 +299,11 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
                       f"{os.cpu_count()} host cores)",
             "jax_version": jax.__version__, "obs_dim": obs_dim, "act_dim": act_dim}
     state = init_state(config, obs_dim, act_dim)
-    buffer = _distinct(jax.jit(buffer_init, static_argnums=(0, 1, 2))(config.total_steps, obs_dim, act_dim))
+    buffer = jax.jit(buffer_init, static_argnums=(0, 1, 2))(config.total_steps, obs_dim, act_dim)
     history = _empty_history(config.total_steps, obs_dim, act_dim)
     evals_path = logdir / "evals.jsonl"
     if has_ckpt:
-        state, buffer, step, episodes, wall = _resume(config, logdir, meta, state, buffer, history)
+        state, buffer, step, episodes, wall = _resume(logdir, state, buffer, history)
     else:
         step, episodes, wall = 0, 0, 0.0
         checkpoint.atomic_write_bytes(evals_path, b"")
