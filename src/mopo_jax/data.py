@@ -259,14 +259,16 @@ def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
         if downloaded:
             log.info("[b] Minari download: got %s", downloaded)
             return downloaded, "Minari download"
+    def unavailable(why: str) -> DatasetError:
+        return DatasetError(
+            f"Dataset {name!r} is not in the local Minari cache (tried {official}-v* and {ours}-v* "
+            f"under {_minari_root_str()}) and could not be downloaded; {why} Or download it where "
+            f"the network allows (`minari download {official}-v0`) and copy the folder into "
+            f"MINARI_DATASETS_PATH here.")
+
     if level not in BUILDABLE_LEVELS + HISTORY_LEVELS:
-        raise DatasetError(
-            f"Dataset {name!r} is not in the local Minari cache (tried {official}-v* and "
-            f"{ours}-v* under {_minari_root_str()}) and could not be downloaded. Either download "
-            f"it where the network allows (`minari download {official}-v0`) and copy the folder "
-            f"into MINARI_DATASETS_PATH here, or use a level this project builds itself: "
-            f"{', '.join(BUILDABLE_LEVELS)}."
-        )
+        raise unavailable(f"this project does not build {level!r} itself (it builds "
+                          f"{', '.join(BUILDABLE_LEVELS)} and {', '.join(OOD_DATASETS)}).")
     from mopo_jax.dataset_levels import RecipeInputMissing, build_level
 
     default = 2 * DEFAULT_NUM_STEPS if level == "medium-expert" else DEFAULT_NUM_STEPS
@@ -276,11 +278,7 @@ def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
     try:
         build_level(env, level, minari_id, size)
     except RecipeInputMissing as err:
-        raise DatasetError(
-            f"{name!r} is not in the local Minari cache (tried {official}-v* and {ours}-v* under "
-            f"{_minari_root_str()}) and cannot be built here. {err} Or download the official "
-            f"dataset where the network allows (`minari download {official}-v0`) and copy the "
-            f"folder into MINARI_DATASETS_PATH here.") from err
+        raise unavailable(f"it cannot be built here: {err}") from err
     return minari_id, "built locally"
 
 
