@@ -44,11 +44,21 @@ def seed_mesh(num_seeds: int, num_devices: int | None = None,
     return Mesh(np.asarray(devices[:used]), (SEED_AXIS,))
 
 
+def seed_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (seed) axis split over the mesh; use for state, stacked models, per-seed outputs."""
+    return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on each device of the mesh; use for the real data or a shared model."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:
     """Put every leaf [S, ...] of `tree` on `mesh`, split along its leading (seed) axis."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(SEED_AXIS)))
+    return jax.device_put(tree, seed_sharding(mesh))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Put a full copy of every leaf of `tree` on each device of `mesh`."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return jax.device_put(tree, replicated(mesh))

@@ -16,8 +16,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from mopo_jax import checkpoint, dynamics
 from mopo_jax.config import TrainConfig, preset, tiny
@@ -25,7 +23,7 @@ from mopo_jax.data import DatasetError, cache_dir, dataset_names, load_dataset, 
 from mopo_jax.evaluate import evaluate_policy
 from mopo_jax.loop import make_train
 from mopo_jax.ood import make_eval_env
-from mopo_jax.sharding import SEED_AXIS, replicate, seed_mesh, shard_seeds
+from mopo_jax.sharding import replicate, replicated, seed_mesh, seed_sharding, shard_seeds
 
 log = logging.getLogger("mopo_jax.train")
 
@@ -106,7 +104,7 @@ def run(config: TrainConfig, *, seed: int = 0, num_seeds: int = 1, logdir: str |
         shard_seeds(models, mesh)
     fns = make_train(config, data, models if shared_model else jax.tree.map(lambda x: x[0], models))
     state = shard_seeds(jax.jit(jax.vmap(fns.init))(policy_keys(seed, num_seeds)), mesh)
-    seeds_sharding, data_sharding = NamedSharding(mesh, P(SEED_AXIS)), NamedSharding(mesh, P())
+    seeds_sharding, data_sharding = seed_sharding(mesh), replicated(mesh)
     model_axis, model_sharding = (None, data_sharding) if shared_model else (0, seeds_sharding)
     chunk_fns = {}
     eval_env = (functools.partial(make_eval_env, dataset.info.task) if dataset.info.task
