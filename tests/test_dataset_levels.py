@@ -80,6 +80,9 @@ def test_history_levels_from_a_behaviour_run(dirs):
     assert np.isfinite(episode_returns(jump)).all()
     # medium-replay = the history of the run '<env>' up to the medium policy's step, rewards as run.
     shutil.copytree(dirs / "behavior" / "halfcheetah-vel3", dirs / "behavior" / "halfcheetah")
+    _write_policy(dirs / "policies" / "halfcheetah-medium", "HalfCheetah-v5", 17, 6, "medium", 900, 2)
+    with pytest.raises(DatasetError, match="holds 600 steps; 900 are needed: resume that run"):
+        load_dataset("halfcheetah-medium-replay")
     _write_policy(dirs / "policies" / "halfcheetah-medium", "HalfCheetah-v5", 17, 6, "medium", 450, 2)
     replay = load_dataset("halfcheetah-medium-replay")
     assert replay.size == 450 and replay.timeouts[-1] == 1 and replay.info.task == ""

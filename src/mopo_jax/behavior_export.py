@@ -45,6 +45,12 @@ def save_history(logdir: str | Path, history: dict, num_steps: int) -> None:
         raise
 
 
+def history_length(logdir: str | Path) -> int:
+    """Number of transitions saved in `<logdir>/history.npz` (reads only that count)."""
+    with np.load(Path(logdir) / "history.npz", allow_pickle=False) as f:
+        return int(f["num_steps"])
+
+
 def load_history(logdir: str | Path, upto_step: int | None = None) -> dict:
     """Transitions [0, upto_step) of a run, in env order (default: all saved rows).
 

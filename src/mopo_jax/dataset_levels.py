@@ -112,8 +112,9 @@ def collect_policy_steps(env_id: str, actor_params, num_steps: int, seed: int = 
     return collect_steps(gym.make(env_id), num_steps, choose, first_reset_seed)
 
 
-def _history_steps(run: str, env_id: str, upto_step: int | None, hint_extra: str = "") -> dict:
-    from mopo_jax.behavior_export import load_history
+def _history(run: str, env_id: str, upto_step: int | None, hint_extra: str = "") -> dict:
+    """Rows [0, upto_step) (default all) of the behaviour run's history, as `load_history` gives."""
+    from mopo_jax.behavior_export import history_length, load_history
 
     run_dir = behavior_run_dir(run)
     if not (run_dir / "history.npz").exists():
@@ -121,10 +122,13 @@ def _history_steps(run: str, env_id: str, upto_step: int | None, hint_extra: str
             f"This dataset is cut from the training history of the behaviour run {run!r}, expected "
             f"at {run_dir} (set ${BEHAVIOR_DIR_ENV_VAR} to the folder holding it). Train it with "
             f"{_train_hint(env_id, run, hint_extra)}.")
-    history = load_history(run_dir, upto_step)
-    if upto_step is not None and len(history["rewards"]) < upto_step:
-        raise RecipeInputMissing(f"{run_dir} holds {len(history['rewards'])} steps; {upto_step} are "
-                                 "needed: resume that run (--resume) before building.")
+    if upto_step is not None and history_length(run_dir) < upto_step:
+        raise RecipeInputMissing(f"{run_dir} holds {history_length(run_dir)} steps; {upto_step} "
+                                 "are needed: resume that run (--resume) before building.")
+    return load_history(run_dir, upto_step)
+
+
+def _history_steps(history: dict) -> dict:
     ends = history["terminations"] | history["truncations"]
     return steps_from_flat(history["observations"], history["actions"], history["rewards"],
                            history["next_observations"], history["terminations"], ends)
@@ -165,21 +169,20 @@ def build_level(env: str, level: str, minari_id: str, num_steps: int) -> str:
         what = f"{env}-medium ({half} steps) followed by {env}-expert ({num_steps - half} steps)"
     elif level == "medium-replay":
         _, meta, prefix = _policy(env, "medium", info.env_id)
-        steps = _history_steps(env, info.env_id, int(meta["step"]))
+        steps = _history_steps(_history(env, info.env_id, int(meta["step"])))
         what = (f"the replay buffer of behaviour run {env!r} up to env step {meta['step']}, where "
                 f"the medium policy {prefix.name} was taken")
     elif name in OOD_SOURCE_RUNS:
-        from mopo_jax.ood import get_task
+        from mopo_jax.ood import get_task, relabel
+        from mopo_jax.transitions import Transitions
 
         task, run = get_task(name), OOD_SOURCE_RUNS[name]
         extra = " --reward halfcheetah-vel3" if run == "halfcheetah-vel3" else ""
-        steps = _history_steps(run, info.env_id, None, extra)
-        starts = np.concatenate([[0], np.cumsum(steps["episode_lengths"] + 1)[:-1]])
-        obs_rows = np.delete(np.arange(len(steps["observations"])),
-                             starts + steps["episode_lengths"])  # drop each episode's final obs
-        steps["rewards"] = np.asarray(task.reward_fn(
-            steps["observations"][obs_rows], steps["actions"], steps["observations"][obs_rows + 1]),
-            np.float64)
+        history = _history(run, info.env_id, None, extra)
+        history["rewards"] = relabel(Transitions(
+            history["observations"], history["actions"], history["rewards"],
+            history["next_observations"], history["terminations"]), name).rewards
+        steps = _history_steps(history)
         what = (f"the whole replay buffer of behaviour run {run!r}, rewards relabelled with the "
                 f"{name} target reward ({task.description})")
         refs = dict(ref_min_score=float("nan"), ref_max_score=float("nan"))
