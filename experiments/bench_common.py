@@ -18,13 +18,14 @@ import jaxlib
 
 from mopo_jax.buffer import ModelBuffer, sample_mixed_batch, sample_rows
 from mopo_jax.checkpoint import atomic_write_bytes
-from mopo_jax.config import preset, tiny
-from mopo_jax.ensemble import EnsembleModel, init_ensemble_params
-from mopo_jax.loop import make_train
-from mopo_jax.rollout import make_rollout_fn
-from mopo_jax.sac import init_sac, make_policy_apply, make_sac_update
-from mopo_jax.termination import termination_fn
-from mopo_jax.transitions import Transitions
+from mopo_jax.mopo.config import preset, tiny
+from mopo_jax.dynamics.model import EnsembleModel, init_ensemble_params
+from mopo_jax.mopo.train import make_train
+from mopo_jax.mopo.rollout import make_rollout_fn
+from mopo_jax.sac.update import init_sac, make_sac_update
+from mopo_jax.sac.policy import make_policy_apply
+from mopo_jax.envs.termination import termination_fn
+from mopo_jax.types import Transitions
 
 # env -> (obs_dim, act_dim, healthy value of obs[0]); Ant-v5's default observation (contact forces
 # included, x/y excluded) has 105 entries, checked with gymnasium 1.x.

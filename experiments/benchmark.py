@@ -42,34 +42,38 @@ import optax
 
 from bench_common import (ENVS, Bench, compile_timed, device_memory, flops_of, json_config,
                           machine_info, program_bytes, record, time_calls, tree_bytes, write_outputs)
-from mopo_jax import checkpoint, dynamics, ensemble
+from mopo_jax import checkpoint
+from mopo_jax.dynamics import batches, losses
+from mopo_jax.dynamics import fit as dyn_fit
+from mopo_jax.dynamics import io as dyn_io
+from mopo_jax.dynamics import model as model_mod
 from mopo_jax.buffer import ModelBuffer, buffer_add
-from mopo_jax.data import ENVS as ENV_INFO
-from mopo_jax.evaluate import evaluate_policy
-from mopo_jax.rollout import make_rollout_fn
-from mopo_jax.sac import init_sac
+from mopo_jax.envs.catalog import ENVS as ENV_INFO
+from mopo_jax.envs.evaluate import evaluate_policy
+from mopo_jax.mopo.rollout import make_rollout_fn
+from mopo_jax.sac.update import init_sac
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def part_a(b: Bench) -> dict:
     dyn = dataclasses.replace(b.config.dynamics, max_epochs=1)
-    fit = jax.jit(dynamics.fit, static_argnames=("config", "progress"))
+    fit = jax.jit(dyn_fit.fit, static_argnames=("config", "progress"))
     compiled, compile_s = compile_timed(fit, b.key, b.data, config=dyn)
-    n_train = b.rows - dynamics.num_holdout_rows(b.rows, dyn)
+    n_train = b.rows - batches.num_holdout_rows(b.rows, dyn)
     steps = math.ceil(n_train / dyn.batch_size)
     (_, report), times = time_calls(lambda _: compiled(b.key, b.data), None, b.repeats)
     assert int(report.epochs) == 1
-    out = {"fit": record(f"dynamics.fit, 1 epoch of {b.rows} rows ({steps} steps)", times,
+    out = {"fit": record(f"dyn_fit.fit, 1 epoch of {b.rows} rows ({steps} steps)", times,
                          compile_s=compile_s, work=steps, unit="grad steps",
                          note="incl. setup, shuffle, holdout eval")}
 
-    loss = functools.partial(ensemble.gaussian_nll_loss, activation=dyn.activation,
+    loss = functools.partial(losses.gaussian_nll_loss, activation=dyn.activation,
                              hidden_weight_decays=dyn.hidden_weight_decays,
                              head_weight_decay=dyn.head_weight_decay,
                              logvar_bound_coef=dyn.logvar_bound_coef)
     opt = optax.adam(dyn.learning_rate)
-    x, y = dynamics.make_targets(b.data)
+    x, y = batches.make_targets(b.data)
 
     def grad_step(carry, idx):  # the fit's inner step: gather minibatches, loss/grad, Adam
         trainable, opt_state = carry
@@ -77,7 +81,7 @@ def part_a(b: Bench) -> dict:
         updates, opt_state = opt.update(grads, opt_state, trainable)
         return (optax.apply_updates(trainable, updates), opt_state), None
 
-    net = ensemble.init_ensemble_params(b.key, dyn.num_members, x.shape[1], y.shape[1],
+    net = model_mod.init_ensemble_params(b.key, dyn.num_members, x.shape[1], y.shape[1],
                                         dyn.hidden_sizes)
     trainable = {"net": net, "max_logvar": jnp.full(y.shape[1], dyn.max_logvar_init),
                  "min_logvar": jnp.full(y.shape[1], dyn.min_logvar_init)}

@@ -19,6 +19,6 @@ def data_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hopper_small(data_dirs):
     """hopper-random with 5k steps, built locally by the real build path."""
-    from mopo_jax.data import load_dataset
+    from mopo_jax.data.load import load_dataset
 
     return load_dataset("hopper-random", num_steps=SMALL_STEPS)

@@ -21,11 +21,13 @@ import numpy as np
 import pytest
 
 from mopo_jax import behavior, checkpoint
-from mopo_jax.behavior import (BehaviorConfig, export_policy, list_snapshots, load_history,
-                               load_policy, reset_seed, select_medium_step, train_behavior)
-from mopo_jax.behavior_export import load_snapshot
-from mopo_jax.evaluate import evaluate_policy
-from mopo_jax.sac import SACConfig, deterministic_action
+from mopo_jax.behavior.config import BehaviorConfig, reset_seed
+from mopo_jax.behavior.artifacts import export_policy, list_snapshots, load_history, load_policy, select_medium_step
+from mopo_jax.behavior.train import train_behavior
+from mopo_jax.behavior.artifacts import load_snapshot
+from mopo_jax.envs.evaluate import evaluate_policy
+from mopo_jax.sac.config import SACConfig
+from mopo_jax.sac.policy import deterministic_action
 
 # eval_every is not a multiple of update_every (partial chunks); 80-step episodes give
 # time-limit truncations as well as falls.
@@ -176,7 +178,8 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 
 def test_default_logdir_is_where_dataset_builds_look(monkeypatch, tmp_path):
-    from mopo_jax.dataset_levels import BEHAVIOR_DIR_ENV_VAR, OOD_SOURCE_RUNS
+    from mopo_jax.paths import BEHAVIOR_DIR_ENV_VAR
+    from mopo_jax.dataset_levels import OOD_SOURCE_RUNS
 
     monkeypatch.setenv(BEHAVIOR_DIR_ENV_VAR, str(tmp_path))
     assert behavior.default_logdir(BehaviorConfig(env_id="Hopper-v5")) == tmp_path / "hopper"

@@ -16,7 +16,7 @@ from mopo_jax.buffer import (
     num_real_rows,
     sample_mixed_batch,
 )
-from mopo_jax.transitions import Transitions
+from mopo_jax.types import Transitions
 
 OBS_DIM, ACT_DIM = 3, 2
 add = jax.jit(buffer_add)
@@ -34,7 +34,7 @@ def tagged(ids) -> Transitions:
         actions=-ids[:, None] * np.ones((1, ACT_DIM), np.float32),
         rewards=ids,
         next_observations=ids[:, None] * np.arange(2, OBS_DIM + 2, dtype=np.float32),
-        terminals=(np.abs(ids) % 2 == 1).astype(np.float32),
+        terminations=(np.abs(ids) % 2 == 1).astype(np.float32),
     )
     return jax.tree.map(jnp.asarray, fields)
 

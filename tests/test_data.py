@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from mopo_jax import data as data_mod
-from mopo_jax.data import DatasetError, load_dataset, parse_dataset_name
-from mopo_jax.dataset_build import collect_random_steps
-from mopo_jax.termination import termination_fn
+from mopo_jax.data.load import DatasetError, load_dataset
+from mopo_jax.envs.catalog import parse_dataset_name
+from mopo_jax.data.collect import collect_random_steps
+from mopo_jax.envs.termination import termination_fn
 
 from conftest import SMALL_STEPS
 
@@ -27,9 +28,9 @@ def test_arrays_shapes_dtypes_and_metadata(hopper_small):
     n = SMALL_STEPS
     assert ds.observations.shape == ds.next_observations.shape == (n, 11)
     assert ds.actions.shape == (n, 3)
-    for arr in (ds.rewards, ds.terminals, ds.timeouts, ds.episode_ends):
+    for arr in (ds.rewards, ds.terminations, ds.truncations, ds.episode_ends):
         assert arr.shape == (n,)
-    for arr in (ds.observations, ds.actions, ds.rewards, ds.terminals, ds.episode_ends):
+    for arr in (ds.observations, ds.actions, ds.rewards, ds.terminations, ds.episode_ends):
         assert arr.dtype == np.float32
     assert np.all(np.abs(ds.actions) <= 1.0)
     assert ds.info.source == "built locally" and ds.info.env_id == "Hopper-v5"
@@ -37,20 +38,20 @@ def test_arrays_shapes_dtypes_and_metadata(hopper_small):
     assert (ds.info.ref_min_score, ds.info.ref_max_score) == (-20.272305, 3234.3)
     assert "D4RL" in ds.info.ref_source
     t = ds.transitions()
-    assert t.observations is ds.observations and t.terminals is ds.terminals
+    assert t.observations is ds.observations and t.terminations is ds.terminations
 
 
 def test_alignment_inside_episodes_and_terminal_rows_end_episodes(hopper_small):
     ds = hopper_small
     inside = ds.episode_ends[:-1] == 0
     np.testing.assert_array_equal(ds.next_observations[:-1][inside], ds.observations[1:][inside])
-    assert np.all(ds.episode_ends[ds.terminals == 1] == 1)
-    assert np.all((ds.terminals + ds.timeouts)[ds.episode_ends == 1] == 1)  # exactly one reason
+    assert np.all(ds.episode_ends[ds.terminations == 1] == 1)
+    assert np.all((ds.terminations + ds.truncations)[ds.episode_ends == 1] == 1)  # exactly one reason
     assert ds.episode_ends[-1] == 1
     assert ds.info.num_episodes == int(ds.episode_ends.sum()) > 100  # random hopper falls fast
     # The dataset's terminal flags are the env rule applied to next_obs.
     rule = np.asarray(termination_fn("hopper")(ds.observations, ds.actions, ds.next_observations))
-    np.testing.assert_array_equal(rule, ds.terminals == 1)
+    np.testing.assert_array_equal(rule, ds.terminations == 1)
     returns = data_mod.episode_returns(ds)
     assert returns.shape == (ds.info.num_episodes,)
     np.testing.assert_allclose(returns.sum(), ds.rewards.sum(dtype=np.float64), rtol=1e-6)
@@ -66,8 +67,8 @@ def test_second_load_is_cached_and_subset_truncates(hopper_small, data_dirs):
     sub = load_dataset("hopper-random", num_steps=cut)
     np.testing.assert_array_equal(sub.rewards, hopper_small.rewards[:cut])
     assert sub.episode_ends[-1] == 1
-    assert sub.terminals[-1] == hopper_small.terminals[cut - 1]
-    assert sub.timeouts[-1] == 1 - sub.terminals[-1]
+    assert sub.terminations[-1] == hopper_small.terminations[cut - 1]
+    assert sub.truncations[-1] == 1 - sub.terminations[-1]
 
 
 def test_random_recipe_is_deterministic_and_seeds_episodes():
@@ -103,7 +104,7 @@ def test_killed_build_leaves_no_dataset(data_dirs, monkeypatch):
     assert not [p for p in root.iterdir() if p.name.startswith(".mopo_jax-build")]
     monkeypatch.undo()
     ds = load_dataset("halfcheetah-random", num_steps=200)
-    assert ds.size == 200 and ds.terminals.sum() == 0
+    assert ds.size == 200 and ds.terminations.sum() == 0
 
 
 def test_corrupt_file_gives_clear_error_then_rebuild_fixes_it(data_dirs):

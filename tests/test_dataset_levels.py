@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 
 from mopo_jax import checkpoint
-from mopo_jax.behavior import BehaviorConfig, train_behavior
-from mopo_jax.data import ENVS, DatasetError, episode_returns, load_dataset
-from mopo_jax.dataset_levels import (BEHAVIOR_DIR_ENV_VAR, POLICY_DIR_ENV_VAR, collect_policy_steps,
-                                     shipped_policies)
-from mopo_jax.ood import halfcheetah_jump_reward
-from mopo_jax.sac import SACConfig, init_sac
+from mopo_jax.behavior.config import BehaviorConfig
+from mopo_jax.behavior.train import train_behavior
+from mopo_jax.envs.catalog import ENVS
+from mopo_jax.data.load import DatasetError, episode_returns, load_dataset
+from mopo_jax.paths import BEHAVIOR_DIR_ENV_VAR, POLICY_DIR_ENV_VAR
+from mopo_jax.data.collect import collect_policy_steps
+from mopo_jax.data.recipes import shipped_policies
+from mopo_jax.envs.ood import halfcheetah_jump_reward
+from mopo_jax.sac.config import SACConfig
+from mopo_jax.sac.update import init_sac
 
 SAC = SACConfig(hidden_sizes=(16, 16), batch_size=16)
 
@@ -76,7 +80,7 @@ def test_history_levels_from_a_behaviour_run(dirs):
     assert np.isnan(jump.info.ref_min_score) and "raw returns" in jump.info.ref_source
     expected = halfcheetah_jump_reward(jump.observations, jump.actions, jump.next_observations)
     np.testing.assert_allclose(jump.rewards, np.asarray(expected), rtol=1e-5, atol=1e-5)
-    assert jump.info.num_episodes == 4 and jump.timeouts.sum() == 4 and jump.terminals.sum() == 0
+    assert jump.info.num_episodes == 4 and jump.truncations.sum() == 4 and jump.terminations.sum() == 0
     assert np.isfinite(episode_returns(jump)).all()
     # medium-replay = the history of the run '<env>' up to the medium policy's step, rewards as run.
     shutil.copytree(dirs / "behavior" / "halfcheetah-vel3", dirs / "behavior" / "halfcheetah")
@@ -85,7 +89,7 @@ def test_history_levels_from_a_behaviour_run(dirs):
         load_dataset("halfcheetah-medium-replay")
     _write_policy(dirs / "policies" / "halfcheetah-medium", "HalfCheetah-v5", 17, 6, "medium", 450, 2)
     replay = load_dataset("halfcheetah-medium-replay")
-    assert replay.size == 450 and replay.timeouts[-1] == 1 and replay.info.task == ""
+    assert replay.size == 450 and replay.truncations[-1] == 1 and replay.info.task == ""
     with np.load(dirs / "behavior" / "halfcheetah" / "history.npz") as raw:
         np.testing.assert_allclose(replay.rewards, raw["rewards"][:450], rtol=1e-6)
         np.testing.assert_allclose(replay.observations, raw["observations"][:450], rtol=1e-6)
@@ -96,8 +100,8 @@ def test_history_levels_from_a_behaviour_run(dirs):
 def test_shipped_policy_builds_its_dataset(name, tmp_path, monkeypatch):
     """Every policy shipped in the package loads, carries how it was made and what it scored, and
     builds its dataset offline with the right shapes and metadata."""
-    from mopo_jax.behavior_export import load_policy
-    from mopo_jax.dataset_levels import find_policy
+    from mopo_jax.behavior.artifacts import load_policy
+    from mopo_jax.data.recipes import find_policy
 
     monkeypatch.delenv(POLICY_DIR_ENV_VAR, raising=False)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))

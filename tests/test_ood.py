@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mopo_jax.evaluate import evaluate_policy
-from mopo_jax.ood import (OOD_TASKS, TargetRewardWrapper, ant_angle_reward,
+from mopo_jax.envs.evaluate import evaluate_policy
+from mopo_jax.envs.ood import (OOD_TASKS, TargetRewardWrapper, ant_angle_reward,
                           halfcheetah_jump_reward, make_eval_env, relabel)
-from mopo_jax.networks import Actor
-from mopo_jax.sac import deterministic_action
-from mopo_jax.termination import termination_fn
-from mopo_jax.transitions import Transitions
+from mopo_jax.sac.networks import Actor
+from mopo_jax.sac.policy import deterministic_action
+from mopo_jax.envs.termination import termination_fn
+from mopo_jax.types import Transitions
 
 CASES = {
     "halfcheetah-jump": ("halfcheetah-jump", {}),
@@ -71,7 +71,7 @@ def test_relabel_equals_eval_env_reward(rollout):
     out = relabel(data, task)
     assert isinstance(out, Transitions) and isinstance(out.rewards, np.ndarray)
     assert out.rewards.dtype == np.float32 and out.rewards.shape == (STEPS,)
-    for name in ("observations", "actions", "next_observations", "terminals"):
+    for name in ("observations", "actions", "next_observations", "terminations"):
         assert getattr(out, name) is getattr(data, name)
     np.testing.assert_allclose(out.rewards, d["reward"], rtol=1e-5, atol=1e-4)
     # The target reward really differs from the source reward (else the check would be vacuous).
@@ -199,8 +199,9 @@ def test_evaluate_policy_accepts_an_env_factory():
 
 def test_capped_velocity_behaviour_reward_from_the_simulator():
     """min(v_x, 3) − 0.1‖a‖² with v_x from rootx positions before/after each step."""
-    from mopo_jax.behavior import BehaviorConfig, make_env
-    from mopo_jax.ood import CappedVelocityRewardWrapper
+    from mopo_jax.behavior.config import BehaviorConfig
+    from mopo_jax.behavior.train import make_env
+    from mopo_jax.envs.ood import CappedVelocityRewardWrapper
 
     env = make_env(BehaviorConfig(env_id="HalfCheetah-v5", reward="halfcheetah-vel3"), for_eval=True)
     assert isinstance(env, CappedVelocityRewardWrapper) and env.spec.max_episode_steps == 1000

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mopo_jax.config import tiny
-from mopo_jax.dynamics import fit, fit_many
+from mopo_jax.mopo.config import tiny
+from mopo_jax.dynamics import fit
+from mopo_jax.dynamics.fit import fit_many
 from mopo_jax.sharding import seed_mesh
 
 CFG = tiny("hopper-random", epochs=2, steps_per_epoch=8, rollout_batch_size=32)
@@ -46,9 +47,9 @@ def test_seed_mesh_uses_largest_divisor():
 _SHARDED_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
-    from mopo_jax.config import tiny
+    from mopo_jax.mopo.config import tiny
     from mopo_jax.dynamics import fit_many
-    from mopo_jax.loop import make_train
+    from mopo_jax.mopo.train import make_train
     from mopo_jax.sharding import replicate, seed_mesh, shard_seeds
     from mopo_jax.train import main
 
@@ -58,7 +59,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     obs = 0.1 * jax.random.normal(k[0], (600, 11)) + jnp.zeros(11).at[0].set(1.25)
     act = jax.random.uniform(k[1], (600, 3), minval=-1, maxval=1)
     nxt = obs + 0.01 * jax.random.normal(k[2], (600, 11))
-    from mopo_jax.transitions import Transitions
+    from mopo_jax.types import Transitions
     data = Transitions(obs, act, jax.random.normal(k[3], (600,)), nxt, jnp.zeros(600))
     models, _ = fit_many(jax.random.split(jax.random.key(1), 2), data, cfg.dynamics)
     fns = make_train(cfg, data, jax.tree.map(lambda x: x[0], models))

@@ -5,12 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mopo_jax import make_rollout_fn, rollout_fn
+from mopo_jax.mopo.rollout import make_rollout_fn, rollout_fn
 from mopo_jax.buffer import buffer_add, buffer_init
-from mopo_jax.ensemble import EnsembleModel, init_ensemble_params, predict
-from mopo_jax.rollout import uncertainty_penalty
-from mopo_jax.sac import SACConfig, init_sac, make_policy_apply
-from mopo_jax.termination import termination_fn
+from mopo_jax.dynamics.model import EnsembleModel, init_ensemble_params, predict
+from mopo_jax.mopo.rollout import uncertainty_penalty
+from mopo_jax.sac.config import SACConfig
+from mopo_jax.sac.update import init_sac
+from mopo_jax.sac.policy import make_policy_apply
+from mopo_jax.envs.termination import termination_fn
 
 OBS, ACT, E = 11, 3, 4
 SAC_CFG = SACConfig(hidden_sizes=(16, 16))
@@ -71,7 +73,7 @@ def test_terminated_rows_are_not_continued_or_stored(setup):
     assert int(buf.count) == valid.sum()
     stored = np.asarray(buf.data.observations[: int(buf.count)])
     np.testing.assert_array_equal(stored, np.asarray(out.obs)[valid])
-    np.testing.assert_array_equal(np.asarray(buf.data.terminals[: int(buf.count)]),
+    np.testing.assert_array_equal(np.asarray(buf.data.terminations[: int(buf.count)]),
                                   done[valid].astype(np.float32))
 
 

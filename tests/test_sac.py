@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mopo_jax.networks import Actor, TwinCritic
-from mopo_jax.sac import (
-    SACConfig,
-    deterministic_action,
-    init_sac,
-    make_policy_apply,
-    make_sac_update,
-    sample_action,
-    tanh_gaussian_log_prob,
-)
-from mopo_jax.transitions import Transitions
+from mopo_jax.sac.networks import Actor, TwinCritic
+from mopo_jax.sac.config import SACConfig
+from mopo_jax.sac.policy import deterministic_action, make_policy_apply, sample_action, tanh_gaussian_log_prob
+from mopo_jax.sac.update import init_sac, make_sac_update
+from mopo_jax.types import Transitions
 
 # Every distinct config or shape costs an XLA compile, so the tests share very few of them.
 OBS_DIM, ACT_DIM, BATCH = 5, 2, 64
@@ -52,7 +46,7 @@ def make_batch(seed: int, terminal_frac: float = 0.25) -> Transitions:
         actions=jnp.asarray(rng.uniform(-0.99, 0.99, size=(BATCH, ACT_DIM)), jnp.float32),
         rewards=jnp.asarray(rng.normal(size=BATCH), jnp.float32),
         next_observations=jnp.asarray(rng.normal(size=(BATCH, OBS_DIM)), jnp.float32),
-        terminals=jnp.asarray(rng.uniform(size=BATCH) < terminal_frac, jnp.float32),
+        terminations=jnp.asarray(rng.uniform(size=BATCH) < terminal_frac, jnp.float32),
     )
 
 
@@ -188,7 +182,7 @@ def reference_terms(state, new_state, batch, alpha):
     act = deterministic_action(state.actor_params, batch.next_observations)  # also the action at s
     next_q = critic.apply({"params": state.target_critic_params}, batch.next_observations, act)
     log_pi = tanh_gaussian_log_prob(mean, log_std, mean)
-    y = batch.rewards + SMALL.gamma * (1 - batch.terminals) * (next_q.min(axis=0) - alpha * log_pi)
+    y = batch.rewards + SMALL.gamma * (1 - batch.terminations) * (next_q.min(axis=0) - alpha * log_pi)
     q = critic.apply({"params": state.critic_params}, batch.observations, batch.actions)
     # The actor step sees the critics after their update.
     q_pi = critic.apply({"params": new_state.critic_params}, batch.observations, act).min(axis=0)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mopo_jax.termination import termination_fn
+from mopo_jax.envs.termination import termination_fn
 
 
 def _real_transitions(env_id: str, num_steps: int, seed: int = 0):

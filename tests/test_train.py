@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from mopo_jax import train as train_mod
-from mopo_jax.config import PAPER_PRESETS, PRESETS, preset, tiny
-from mopo_jax.data import dataset_names
+from mopo_jax.mopo.config import PAPER_PRESETS, PRESETS, preset, tiny
+from mopo_jax.envs.catalog import dataset_names
 from mopo_jax.dynamics import fit
-from mopo_jax.loop import make_train
+from mopo_jax.mopo.train import make_train
 
 CFG = tiny("hopper-random", epochs=2, steps_per_epoch=8, rollout_batch_size=32)
 
@@ -96,7 +96,7 @@ class _Subset:
 
     def __init__(self, _):
 
-        from mopo_jax.data import load_dataset
+        from mopo_jax.data.load import load_dataset
 
         self._ds = load_dataset("hopper-random", num_steps=2000)
         self.info = self._ds.info

@@ -9,7 +9,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from mopo_jax.transitions import Transitions
+from mopo_jax.types import Transitions
 
 
 class ModelBuffer(flax.struct.PyTreeNode):
@@ -37,7 +37,7 @@ def buffer_init(capacity: int, obs_dim: int, act_dim: int) -> ModelBuffer:
         actions=jnp.zeros((capacity, act_dim), jnp.float32),
         rewards=jnp.zeros((capacity,), jnp.float32),
         next_observations=jnp.zeros((capacity, obs_dim), jnp.float32),
-        terminals=jnp.zeros((capacity,), jnp.float32),
+        terminations=jnp.zeros((capacity,), jnp.float32),
     )
     # Two distinct arrays (not one shared zero), so the buffer can be donated to a jitted call.
     return ModelBuffer(data=data, pointer=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32))

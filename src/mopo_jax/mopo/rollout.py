@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from mopo_jax.ensemble import EnsembleModel, draw_members_and_noise, predict, sample_chosen
-from mopo_jax.termination import TerminationFn
-from mopo_jax.transitions import Transitions
+from mopo_jax.envs.termination import TerminationFn
+from mopo_jax.types import Transitions
 
 PolicyApply = Callable[[Any, jax.Array, jax.Array], jax.Array]
 PENALTIES = ("max_std", "max_std_elites", "disagreement")

@@ -67,8 +67,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mopo_jax.termination import ant_done
-from mopo_jax.transitions import Transitions
+from mopo_jax.envs.termination import ant_done
+from mopo_jax.types import Transitions
 
 RewardFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -148,7 +148,7 @@ class OODTask:
       source_env: the env family of the data and dynamics ("halfcheetah" / "ant").
       env_id: the Gymnasium id of the source env (its dynamics, termination and time limit).
       reward_fn: target reward (obs [B, D], act [B, A], next_obs [B, D]) -> [B], pure jnp.
-      termination: name of the `mopo_jax.termination` rule (same as the source env's).
+      termination: name of the `mopo_jax.envs.termination` rule (same as the source env's).
       constants: the goal constants, as (name, value) pairs.
       behavior: what the behaviour (data) policy was trained on, per the paper.
       description: the target reward in words/maths.
@@ -228,7 +228,7 @@ def relabel(transitions: Transitions, task_name: str) -> Transitions:
 
     Args:
       transitions: a `Transitions` (observations [N, D], actions [N, A], next_observations [N, D],
-        rewards [N], terminals [N]); any pytree with those fields and `_replace` or `replace`
+        rewards [N], terminations [N]); any pytree with those fields and `_replace` or `replace`
         (e.g. `mopo_jax.data.Dataset`) works too.
       task_name: "halfcheetah-jump" or "ant-angle".
     Returns: the same type with rewards [N] recomputed (same dtype; numpy in, numpy out), every

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -15,77 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from mopo_jax import checkpoint
-from mopo_jax.behavior_export import (HISTORY_FIELDS, export_policy, list_snapshots, load_history,
-                                      load_policy, save_history, select_expert_step,
-                                      select_medium_step, snapshot_prefix)
+from mopo_jax.behavior.artifacts import (HISTORY_FIELDS, list_snapshots, load_history, save_history,
+                                         snapshot_prefix)
+from mopo_jax.behavior.config import (BehaviorConfig, config_from_dict, config_to_dict, eval_seed,
+                                      reset_seed, training_command)
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, buffer_sample
-from mopo_jax.evaluate import evaluate_policy
-from mopo_jax.sac import SACConfig, SACState, init_sac, make_sac_update, sample_action
-from mopo_jax.transitions import Transitions
-
-
-TRAINING_REWARDS = ("env", "halfcheetah-vel3")
-
-
-@dataclasses.dataclass(frozen=True)
-class BehaviorConfig:
-    """Online SAC run (SpinningUp-style schedule). update_after=None means start_steps.
-
-    Every env step at index >= update_after is matched by one SAC update, run in the chunk
-    that collected it, so a run makes total_steps − update_after updates.
-
-    max_episode_steps overrides the training env's time limit (None: the env's own, 1000 for
-    MuJoCo); evaluation always uses the env's own limit. The replay buffer holds all total_steps.
-    """
-
-    env_id: str = "Hopper-v5"
-    total_steps: int = 1_000_000
-    start_steps: int = 10_000  # uniform-random actions for env steps [0, start_steps)
-    update_after: int | None = None
-    update_every: int = 50  # env steps per chunk (host), then one jitted call for its updates
-    eval_every: int = 10_000
-    eval_episodes: int = 10
-    sac: SACConfig = SACConfig()
-    seed: int = 0
-    max_episode_steps: int | None = None
-    reward: str = "env"  # "env", or "halfcheetah-vel3": the source task of halfcheetah-jump (mopo_jax.ood)
-
-    def __post_init__(self):
-        for name in ("total_steps", "update_every", "eval_every", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.start_steps < 0 or (self.update_after is not None and self.update_after < 0):
-            raise ValueError("start_steps and update_after must be >= 0")
-        if self.reward not in TRAINING_REWARDS:
-            raise ValueError(f"reward must be one of {TRAINING_REWARDS}, got {self.reward!r}")
-        if self.sac.batch_size < 1 or (self.max_episode_steps is not None and self.max_episode_steps < 1):
-            raise ValueError("batch_size and max_episode_steps must be positive")
-
-    @property
-    def first_update_step(self) -> int:
-        """Env steps collected before the first SAC update."""
-        return self.start_steps if self.update_after is None else self.update_after
-
-
-def config_to_dict(config: BehaviorConfig) -> dict:
-    """JSON-ready dict of a config (tuples become lists, as JSON reads them back)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def config_from_dict(d: dict) -> BehaviorConfig:
-    """Inverse of `config_to_dict`."""
-    sac = dict(d["sac"], hidden_sizes=tuple(d["sac"]["hidden_sizes"]))
-    return BehaviorConfig(**{**d, "sac": SACConfig(**sac)})
-
-
-def reset_seed(config: BehaviorConfig, episode: int) -> int:
-    """Reset seed of the `episode`-th episode (0-based) of the run's history, abandoned ones included."""
-    return config.seed * 1_000_003 + episode
-
-
-def eval_seed(config: BehaviorConfig) -> int:
-    """First reset seed of every evaluation (the same episodes at each evaluation)."""
-    return 2**31 + 1000 * config.seed
+from mopo_jax.envs.evaluate import evaluate_policy
+from mopo_jax.envs.ood import CappedVelocityRewardWrapper
+from mopo_jax.sac.policy import sample_action
+from mopo_jax.sac.update import SACState, init_sac, make_sac_update
+from mopo_jax.types import Transitions
 
 
 def make_env(config: BehaviorConfig, for_eval: bool = False):
@@ -99,8 +36,6 @@ def make_env(config: BehaviorConfig, for_eval: bool = False):
     except gym.error.Error as err:
         raise ValueError(f"unknown or unusable env id {config.env_id!r}: {err}") from err
     if config.reward == "halfcheetah-vel3":
-        from mopo_jax.ood import CappedVelocityRewardWrapper
-
         env = CappedVelocityRewardWrapper(env, max_velocity=3.0)
     space = env.action_space
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1
@@ -194,36 +129,6 @@ def _empty_history(total: int, obs_dim: int, act_dim: int) -> dict:
     return {"observations": np.zeros((total, obs_dim)), "actions": np.zeros((total, act_dim), np.float32),
             "rewards": np.zeros(total), "next_observations": np.zeros((total, obs_dim)),
             "terminations": np.zeros(total, bool), "truncations": np.zeros(total, bool)}
-
-
-def default_logdir(config: BehaviorConfig) -> Path:
-    """Where the dataset builds look for this run: <behavior dir>/<env>[-vel3][-seed<s>], e.g.
-    ~/.cache/mopo_jax/behavior/hopper for Hopper-v5, seed 0 (see mopo_jax.dataset_levels)."""
-    from mopo_jax.dataset_levels import behavior_run_dir
-
-    name = config.env_id.split("-v")[0].lower()
-    name += "-vel3" if config.reward == "halfcheetah-vel3" else ""
-    return behavior_run_dir(name + (f"-seed{config.seed}" if config.seed else ""))
-
-
-def training_command(config: BehaviorConfig, logdir: str | Path) -> str:
-    """The CLI command that (re)produces this run."""
-    cmd = (f"python -m mopo_jax.behavior --env {config.env_id} --steps {config.total_steps} "
-           f"--seed {config.seed} --start-steps {config.start_steps} --update-every "
-           f"{config.update_every} --eval-every {config.eval_every} --eval-episodes "
-           f"{config.eval_episodes} --hidden {','.join(map(str, config.sac.hidden_sizes))} "
-           f"--batch-size {config.sac.batch_size}")
-    if config.update_after is not None:
-        cmd += f" --update-after {config.update_after}"
-    if config.max_episode_steps is not None:
-        cmd += f" --max-episode-steps {config.max_episode_steps}"
-    if config.reward != "env":
-        cmd += f" --reward {config.reward}"
-    return cmd + f" --logdir {logdir}"
-
-
-__all__ = ["BehaviorConfig", "train_behavior", "load_history", "list_snapshots",
-           "select_medium_step", "select_expert_step", "export_policy", "load_policy", "main"]
 
 
 def _check_same_config(logdir: Path, config_dict: dict) -> None:
@@ -386,89 +291,3 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
             "best_return_mean": best and best["return_mean"], "best_step": best and best["step"],
             "wall_seconds": wall, "steps_per_second": (step - start_step) / seconds,
             "chunk_traces": traces[0]}
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    import argparse
-
-    try:
-        sizes = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes like 256,256, got {text!r}")
-    return sizes
-
-
-def _parsers():
-    import argparse
-
-    d = BehaviorConfig()
-    train = argparse.ArgumentParser(prog="python -m mopo_jax.behavior", description=__doc__,
-                                    epilog="export: python -m mopo_jax.behavior export --help")
-    train.add_argument("--env", required=True, help="Gymnasium id, e.g. Hopper-v5")
-    train.add_argument("--steps", type=int, default=d.total_steps, help="env steps (1000000)")
-    train.add_argument("--logdir", help="run directory (default: where dataset builds look, "
-                       "~/.cache/mopo_jax/behavior/<env>[-vel3][-seed<s>])")
-    train.add_argument("--seed", type=int, default=d.seed)
-    train.add_argument("--resume", action="store_true", help="continue the run in --logdir")
-    train.add_argument("--eval-every", type=int, default=d.eval_every)
-    train.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    train.add_argument("--start-steps", type=int, default=d.start_steps, help="random-action steps")
-    train.add_argument("--update-after", type=int, help="first update step (default: start steps)")
-    train.add_argument("--update-every", type=int, default=d.update_every)
-    train.add_argument("--hidden", type=_hidden, default=d.sac.hidden_sizes, help="e.g. 256,256")
-    train.add_argument("--batch-size", type=int, default=d.sac.batch_size)
-    train.add_argument("--max-episode-steps", type=int, help="training-env time limit override")
-    train.add_argument("--reward", choices=TRAINING_REWARDS, default=d.reward,
-                       help="training reward: the env's, or halfcheetah-vel3 = min(v_x, 3) - 0.1|a|^2 "
-                            "(MOPO's behaviour task for the halfcheetah-jump data)")
-    train.add_argument("--no-progress", action="store_true")
-    export = argparse.ArgumentParser(prog="python -m mopo_jax.behavior export",
-                                     description="Ship a snapshot of a run as a small policy file.")
-    export.add_argument("--logdir", required=True)
-    export.add_argument("--level", required=True, choices=["medium", "expert"],
-                        help="expert: best snapshot; medium: first reaching --fraction of the best")
-    export.add_argument("--out", required=True, help="output prefix (.msgpack and .json)")
-    export.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
-    export.add_argument("--seed", type=int, default=0, help="first evaluation reset seed")
-    export.add_argument("--fraction", type=float, default=1 / 3)
-    return train, export
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (train, or `export`); returns the exit code."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    train_parser, export_parser = _parsers()
-    try:
-        if argv[:1] == ["export"]:
-            args = export_parser.parse_args(argv[1:])
-            if not Path(args.logdir).is_dir():
-                raise FileNotFoundError(f"--logdir {args.logdir} does not exist")
-            if args.episodes < 1:
-                raise ValueError("--episodes must be positive")
-            step = (select_expert_step(args.logdir) if args.level == "expert"
-                    else select_medium_step(args.logdir, args.fraction))
-            meta = export_policy(args.logdir, step, args.out, args.level, episodes=args.episodes,
-                                 seed=args.seed)
-            print(json.dumps({k: meta[k] for k in ("env_id", "level", "step", "return_mean",
-                                                   "return_std")}))
-            return 0
-        args = train_parser.parse_args(argv)
-        config = BehaviorConfig(
-            env_id=args.env, total_steps=args.steps, start_steps=args.start_steps,
-            update_after=args.update_after, update_every=args.update_every,
-            eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
-            sac=SACConfig(hidden_sizes=args.hidden, batch_size=args.batch_size),
-            max_episode_steps=args.max_episode_steps, reward=args.reward)
-        logdir = args.logdir or default_logdir(config)
-        summary = train_behavior(config, logdir, resume=args.resume, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mopo_jax import checkpoint
-from mopo_jax.evaluate import evaluate_policy
+from mopo_jax.envs.evaluate import evaluate_policy
 from mopo_jax.sac import SACConfig, init_sac
 
 HISTORY_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminations",

@@ -1,8 +1,7 @@
-"""Stacked-weight probabilistic ensemble: MLP math, losses, snapshot logic, model state, predict/sample.
+"""The stacked-weight probabilistic ensemble: parameters, forward pass, EnsembleModel, predict/sample.
 
 Every array of member parameters carries the member axis first ([E, ...]); all functions are pure
-jnp and work under jit/vmap/grad. `mopo_jax.dynamics` builds the fit, save/load and CLI on top.
-Output layout (D = obs_dim + 1): [Δobs = next_obs − obs, reward].
+jnp and work under jit/vmap/grad. Output layout (D = obs_dim + 1): [Δobs = next_obs − obs, reward].
 
 Parameter pytree ("net params"), E members, fan_in -> fan_out per layer:
     {"hidden":      [{"w": [E, fan_in, fan_out], "b": [E, fan_out]}, ...],   # one per hidden layer
@@ -20,7 +19,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from mopo_jax.dynamics.config import ACTIVATION_NAMES
+
+
 ACTIVATIONS = {"swish": jax.nn.swish, "relu": jax.nn.relu, "tanh": jnp.tanh}
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # the config validates names against ACTIVATION_NAMES
 
 
 def init_ensemble_params(
@@ -75,133 +78,6 @@ def soft_clamp_logvar(logvar: jax.Array, max_logvar: jax.Array, min_logvar: jax.
     """
     logvar = max_logvar - jax.nn.softplus(max_logvar - logvar)
     return min_logvar + jax.nn.softplus(logvar - min_logvar)
-
-
-def weight_decay_penalty(
-    net: dict, hidden_weight_decays: Sequence[float], head_weight_decay: float
-) -> jax.Array:
-    """Σ_layers ½·wd_layer·‖W‖² summed over members (biases and log-var bounds are not decayed)."""
-    total = jnp.float32(0.0)
-    for layer, wd in zip(net["hidden"], hidden_weight_decays, strict=True):
-        total = total + 0.5 * wd * jnp.sum(jnp.square(layer["w"]))
-    for head in ("mean_head", "logvar_head"):
-        total = total + 0.5 * head_weight_decay * jnp.sum(jnp.square(net[head]["w"]))
-    return total
-
-
-def gaussian_nll_loss(
-    trainable: dict,
-    inputs: jax.Array,
-    targets: jax.Array,
-    row_weights: jax.Array | None,
-    *,
-    activation: str,
-    hidden_weight_decays: Sequence[float],
-    head_weight_decay: float,
-    logvar_bound_coef: float,
-) -> jax.Array:
-    """Total training loss (scalar) of the ensemble on one minibatch per member.
-
-    loss = Σ_members mean_{rows,dims}[(μ−y)²·exp(−lv) + lv] + weight decay
-           + logvar_bound_coef·(Σ max_logvar − Σ min_logvar)
-
-    Args:
-      trainable: {"net": net params, "max_logvar": [out], "min_logvar": [out]}.
-      inputs: standardised inputs [E, B, in]; targets: [E, B, out].
-      row_weights: None, or [B] 0/1 weights marking real rows of a padded final minibatch; the
-        mean over rows is then taken over the real rows only.
-    """
-    mean, raw_logvar = ensemble_forward(trainable["net"], inputs, activation)
-    logvar = soft_clamp_logvar(raw_logvar, trainable["max_logvar"], trainable["min_logvar"])
-    per_row = jnp.mean(jnp.square(mean - targets) * jnp.exp(-logvar) + logvar, axis=-1)  # [E, B]
-    if row_weights is None:
-        per_member = jnp.mean(per_row, axis=-1)
-    else:
-        per_member = jnp.sum(per_row * row_weights, axis=-1) / jnp.sum(row_weights)
-    bounds = logvar_bound_coef * (jnp.sum(trainable["max_logvar"]) - jnp.sum(trainable["min_logvar"]))
-    decay = weight_decay_penalty(trainable["net"], hidden_weight_decays, head_weight_decay)
-    return jnp.sum(per_member) + decay + bounds
-
-
-def per_dim_mse(net: dict, inputs: jax.Array, targets: jax.Array, activation: str = "swish") -> jax.Array:
-    """MSE of each member's mean on shared rows: inputs [B, in], targets [B, out] -> [E, out]."""
-    mean, _ = ensemble_forward(net, inputs, activation)
-    return jnp.mean(jnp.square(mean - targets[None]), axis=1)
-
-
-def update_snapshots(
-    params: dict,
-    best_params: dict,
-    best_mse: jax.Array,
-    mse: jax.Array,
-    epochs_since_update: jax.Array,
-    threshold: float,
-) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
-    """Early-stopping bookkeeping after one epoch (pure; the original's `_save_best`).
-
-    A member improves when (best − mse)/best > threshold, i.e. mse < best·(1 − threshold)
-    (best starts at +inf, so the first finite value always improves; NaN never does).
-
-    Args:
-      params / best_params: current and snapshot net params, member axis first.
-      best_mse, mse: [E] best-so-far and current holdout MSE.
-      epochs_since_update: int32 scalar.
-    Returns:
-      (new best_params, new best_mse [E], new epochs_since_update (0 if any member improved,
-      else +1), improved [E] bool).
-    """
-    improved = mse < best_mse * (1.0 - threshold)
-
-    def pick(new, old):
-        return jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-
-    best_params = jax.tree.map(pick, params, best_params)
-    best_mse = jnp.where(improved, mse, best_mse)
-    since = jnp.where(jnp.any(improved), 0, epochs_since_update + 1).astype(jnp.int32)
-    return best_params, best_mse, since, improved
-
-
-def holdout_split(key: jax.Array, num_rows: int, num_holdout: int) -> tuple[jax.Array, jax.Array]:
-    """Random disjoint split of row ids 0..num_rows-1: (train_idx [N−H], holdout_idx [H]) int32."""
-    perm = jax.random.permutation(key, num_rows).astype(jnp.int32)
-    return perm[num_holdout:], perm[:num_holdout]
-
-
-def bootstrap_indices(key: jax.Array, num_members: int, train_size: int) -> jax.Array:
-    """Each member's with-replacement sample of train-split positions: [E, train_size] int32."""
-    flat = jax.random.randint(key, (num_members * train_size,), 0, train_size, jnp.int32)
-    return flat.reshape(num_members, train_size)
-
-
-def shuffle_rows(key: jax.Array, x: jax.Array) -> jax.Array:
-    """Independently permute each row of x [R, N] (sort by 64 random bits: ties have p ≈ N²/2^65)."""
-    bits = jax.random.bits(key, (2 * x.size,), jnp.uint32).reshape((2,) + x.shape)
-    return jax.lax.sort((bits[0], bits[1], x), dimension=1, num_keys=2)[2]
-
-
-def epoch_minibatches(
-    key: jax.Array, boot_idx: jax.Array, batch_size: int
-) -> tuple[jax.Array, jax.Array | None]:
-    """Reshuffle each member's bootstrap sample and cut it into minibatches.
-
-    Args:
-      boot_idx: [E, N] train-split positions.
-    Returns:
-      (idx [num_batches, E, batch_size] int32, row_weights [num_batches, batch_size] float32 or None).
-      num_batches = ceil(N / batch_size). When N is not a multiple of batch_size the last minibatch
-      is padded with position 0 and row_weights marks the real rows (1) vs padding (0), so the last
-      gradient step is exactly the mean over the N mod batch_size real rows. None when no padding.
-    """
-    num_members, n = boot_idx.shape
-    shuffled = shuffle_rows(key, boot_idx)
-    num_batches = -(-n // batch_size)
-    pad = num_batches * batch_size - n
-    shuffled = jnp.pad(shuffled, ((0, 0), (0, pad)))
-    idx = shuffled.reshape(num_members, num_batches, batch_size).swapaxes(0, 1)
-    if pad == 0:
-        return idx, None
-    weights = (jnp.arange(num_batches * batch_size) < n).astype(jnp.float32)
-    return idx, weights.reshape(num_batches, batch_size)
 
 
 class EnsembleModel(flax.struct.PyTreeNode):

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+
 # Keras' Dense default (glorot-uniform weights, zero biases), as in the original MOPO/softlearning code.
 default_kernel_init = nn.initializers.glorot_uniform()
 

@@ -8,7 +8,8 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from mopo_jax.sac import deterministic_action
+from mopo_jax.sac.policy import deterministic_action
+
 
 _act = jax.jit(deterministic_action)
 
@@ -18,7 +19,7 @@ def evaluate_policy(actor_params, env_id: str | Callable[[], gym.Env], episodes:
     """Run `episodes` episodes of `env_id` with tanh(μ(obs)); returns their returns [episodes].
 
     `env_id` is a Gymnasium id (made with gym.make) or a zero-argument factory returning an env,
-    e.g. `lambda: mopo_jax.ood.make_eval_env("ant-angle")`; the env is closed afterwards.
+    e.g. `lambda: mopo_jax.envs.ood.make_eval_env("ant-angle")`; the env is closed afterwards.
     Episode i is reset with seed `seed + i`. The env's own time limit (1000 steps) applies.
     """
     env = gym.make(env_id) if isinstance(env_id, str) else env_id()

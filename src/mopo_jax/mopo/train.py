@@ -9,12 +9,14 @@ import jax
 import jax.numpy as jnp
 
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, sample_mixed_batch, sample_rows
-from mopo_jax.config import TrainConfig
-from mopo_jax.ensemble import EnsembleModel
-from mopo_jax.rollout import make_rollout_fn
-from mopo_jax.sac import SACState, init_sac, make_policy_apply, make_sac_update
-from mopo_jax.termination import termination_fn
-from mopo_jax.transitions import Transitions
+from mopo_jax.dynamics.model import EnsembleModel
+from mopo_jax.envs.catalog import env_family
+from mopo_jax.envs.termination import termination_fn
+from mopo_jax.mopo.config import TrainConfig
+from mopo_jax.mopo.rollout import make_rollout_fn
+from mopo_jax.sac.policy import make_policy_apply
+from mopo_jax.sac.update import SACState, init_sac, make_sac_update
+from mopo_jax.types import Transitions
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -52,7 +54,7 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
     """
     obs_dim, act_dim = data.observations.shape[-1], data.actions.shape[-1]
     sac_cfg = config.sac
-    rollout = make_rollout_fn(make_policy_apply(sac_cfg), termination_fn(config.dataset),
+    rollout = make_rollout_fn(make_policy_apply(sac_cfg), termination_fn(env_family(config.dataset)),
                               config.rollout_length, config.penalty, config.rollout_row_chunk)
     sac_update = make_sac_update(sac_cfg)
 

@@ -1,0 +1,98 @@
+"""Configuration of an online SAC behaviour run, its seeds, default run directory and command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from mopo_jax import paths
+from mopo_jax.sac.config import SACConfig
+
+
+TRAINING_REWARDS = ("env", "halfcheetah-vel3")
+
+
+@dataclasses.dataclass(frozen=True)
+class BehaviorConfig:
+    """Online SAC run (SpinningUp-style schedule). update_after=None means start_steps.
+
+    Every env step at index >= update_after is matched by one SAC update, run in the chunk
+    that collected it, so a run makes total_steps − update_after updates.
+
+    max_episode_steps overrides the training env's time limit (None: the env's own, 1000 for
+    MuJoCo); evaluation always uses the env's own limit. The replay buffer holds all total_steps.
+    """
+
+    env_id: str = "Hopper-v5"
+    total_steps: int = 1_000_000
+    start_steps: int = 10_000  # uniform-random actions for env steps [0, start_steps)
+    update_after: int | None = None
+    update_every: int = 50  # env steps per chunk (host), then one jitted call for its updates
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    sac: SACConfig = SACConfig()
+    seed: int = 0
+    max_episode_steps: int | None = None
+    reward: str = "env"  # "env", or "halfcheetah-vel3": the source task of halfcheetah-jump (mopo_jax.envs.ood)
+
+    def __post_init__(self):
+        for name in ("total_steps", "update_every", "eval_every", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.start_steps < 0 or (self.update_after is not None and self.update_after < 0):
+            raise ValueError("start_steps and update_after must be >= 0")
+        if self.reward not in TRAINING_REWARDS:
+            raise ValueError(f"reward must be one of {TRAINING_REWARDS}, got {self.reward!r}")
+        if self.sac.batch_size < 1 or (self.max_episode_steps is not None and self.max_episode_steps < 1):
+            raise ValueError("batch_size and max_episode_steps must be positive")
+
+    @property
+    def first_update_step(self) -> int:
+        """Env steps collected before the first SAC update."""
+        return self.start_steps if self.update_after is None else self.update_after
+
+
+def config_to_dict(config: BehaviorConfig) -> dict:
+    """JSON-ready dict of a config (tuples become lists, as JSON reads them back)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(d: dict) -> BehaviorConfig:
+    """Inverse of `config_to_dict`."""
+    sac = dict(d["sac"], hidden_sizes=tuple(d["sac"]["hidden_sizes"]))
+    return BehaviorConfig(**{**d, "sac": SACConfig(**sac)})
+
+
+def reset_seed(config: BehaviorConfig, episode: int) -> int:
+    """Reset seed of the `episode`-th episode (0-based) of the run's history, abandoned ones included."""
+    return config.seed * 1_000_003 + episode
+
+
+def eval_seed(config: BehaviorConfig) -> int:
+    """First reset seed of every evaluation (the same episodes at each evaluation)."""
+    return 2**31 + 1000 * config.seed
+
+
+def default_logdir(config: BehaviorConfig) -> Path:
+    """Where the dataset builds look for this run: <behavior dir>/<env>[-vel3][-seed<s>], e.g.
+    ~/.cache/mopo_jax/behavior/hopper for Hopper-v5, seed 0 (see mopo_jax.dataset_levels)."""
+    name = config.env_id.split("-v")[0].lower()
+    name += "-vel3" if config.reward == "halfcheetah-vel3" else ""
+    return paths.behavior_run_dir(name + (f"-seed{config.seed}" if config.seed else ""))
+
+
+def training_command(config: BehaviorConfig, logdir: str | Path) -> str:
+    """The CLI command that (re)produces this run."""
+    cmd = (f"python -m mopo_jax.behavior --env {config.env_id} --steps {config.total_steps} "
+           f"--seed {config.seed} --start-steps {config.start_steps} --update-every "
+           f"{config.update_every} --eval-every {config.eval_every} --eval-episodes "
+           f"{config.eval_episodes} --hidden {','.join(map(str, config.sac.hidden_sizes))} "
+           f"--batch-size {config.sac.batch_size}")
+    if config.update_after is not None:
+        cmd += f" --update-after {config.update_after}"
+    if config.max_episode_steps is not None:
+        cmd += f" --max-episode-steps {config.max_episode_steps}"
+    if config.reward != "env":
+        cmd += f" --reward {config.reward}"
+    return cmd + f" --logdir {logdir}"

@@ -1,0 +1,123 @@
+"""Stepping real envs into flat per-episode step dicts: random actions, a policy's actions, flat data."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from mopo_jax.sac.config import SACConfig
+from mopo_jax.sac.policy import actor_from_params
+
+FIRST_RESET_SEED = 123  # the Minari/Farama recipe: episode i is reset with seed 123 + i
+
+
+def collect_random_steps(env_id: str, num_steps: int, first_seed: int = FIRST_RESET_SEED) -> dict:
+    """Step a Gymnasium env with uniform `action_space.sample()` actions for `num_steps` steps.
+
+    The action space is seeded once with `first_seed`, so the data is exactly reproducible.
+    Returns the dict of `collect_steps`.
+    """
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    env.action_space.seed(first_seed)
+    return collect_steps(env, num_steps, lambda obs: env.action_space.sample(), first_seed)
+
+
+def collect_steps(env, num_steps: int, choose_action: Callable[[np.ndarray], np.ndarray],
+                  first_seed: int = FIRST_RESET_SEED) -> dict:
+    """Step `env` (a Gymnasium env, closed at the end) with `choose_action(obs [o]) -> action [a]`.
+
+    Episode i is reset with seed `first_seed + i`. The last episode is cut (truncated) at
+    `num_steps`. Returns a dict of numpy arrays: observations [N+E, o] (each episode holds T+1
+    observations), actions [N, a], rewards [N], terminations [N], truncations [N],
+    episode_lengths [E], episode_seeds [E]; N = num_steps transitions, E episodes.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    obs_dim = env.observation_space.shape[0]
+    act_dim = env.action_space.shape[0]
+    observations = np.empty((2 * num_steps + 1, obs_dim), np.float64)  # upper bound: E <= N
+    actions = np.empty((num_steps, act_dim), np.float32)
+    rewards = np.empty(num_steps, np.float64)
+    terminations = np.zeros(num_steps, bool)
+    truncations = np.zeros(num_steps, bool)
+    lengths, seeds = [], []
+    obs_row, seed, episode_len = 0, first_seed, 0
+    obs, _ = env.reset(seed=seed)
+    observations[obs_row] = obs
+    for t in range(num_steps):
+        action = choose_action(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        obs_row += 1
+        observations[obs_row] = obs
+        actions[t], rewards[t] = action, reward
+        terminations[t], truncations[t] = terminated, truncated
+        episode_len += 1
+        if terminated or truncated or t == num_steps - 1:
+            truncations[t] = truncations[t] or not terminated
+            lengths.append(episode_len)
+            seeds.append(seed)
+            episode_len = 0
+            if t < num_steps - 1:
+                seed += 1
+                obs, _ = env.reset(seed=seed)
+                obs_row += 1
+                observations[obs_row] = obs
+    env.close()
+    return dict(
+        observations=observations[: obs_row + 1],
+        actions=actions,
+        rewards=rewards,
+        terminations=terminations,
+        truncations=truncations,
+        episode_lengths=np.asarray(lengths, np.int64),
+        episode_seeds=np.asarray(seeds, np.int64),
+    )
+
+
+def steps_from_flat(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+                    next_observations: np.ndarray, terminations: np.ndarray,
+                    episode_ends: np.ndarray) -> dict:
+    """Flat transitions [N] in episode order -> the per-episode dict of `collect_steps`.
+
+    An episode ends where `episode_ends` [N] is true (the last row always ends one); it is
+    truncated there unless `terminations` says it terminated. Episode seeds are unknown (-1).
+    """
+    ends = np.asarray(episode_ends, bool).copy()
+    ends[-1] = True
+    terminations = np.asarray(terminations, bool)
+    stops = np.flatnonzero(ends)
+    starts = np.concatenate([[0], stops[:-1] + 1])
+    obs = [np.concatenate([observations[a:b + 1], next_observations[b:b + 1]])
+           for a, b in zip(starts, stops)]
+    return dict(
+        observations=np.concatenate(obs), actions=np.asarray(actions, np.float32),
+        rewards=np.asarray(rewards, np.float64), terminations=terminations,
+        truncations=ends & ~terminations, episode_lengths=(stops - starts + 1).astype(np.int64),
+        episode_seeds=np.full(len(stops), -1, np.int64))
+
+
+def collect_policy_steps(env_id: str, actor_params, num_steps: int, seed: int = 0,
+                         first_reset_seed: int = FIRST_RESET_SEED,
+                         policy_meta: dict | None = None) -> dict:
+    """`num_steps` steps of `env_id` with the stochastic policy tanh(μ(s) + σ(s)·ε), ε ~ N(0, I)
+    drawn from numpy's PCG64(seed); episode i reset with seed first_reset_seed + i.
+
+    Returns the dict of `collect_steps`.
+    """
+    import gymnasium as gym
+    import jax
+
+    sac = (policy_meta or {}).get("sac")
+    bounds = SACConfig(log_std_min=sac["log_std_min"], log_std_max=sac["log_std_max"]) if sac else None
+    actor = actor_from_params(actor_params, bounds)
+    mean_log_std = jax.jit(lambda p, o: actor.apply({"params": p}, o[None].astype(np.float32)))
+    rng = np.random.default_rng(seed)
+
+    def choose(obs: np.ndarray) -> np.ndarray:
+        mean, log_std = (np.asarray(x[0], np.float64) for x in mean_log_std(actor_params, obs))
+        return np.tanh(mean + np.exp(log_std) * rng.standard_normal(mean.shape)).astype(np.float32)
+
+    return collect_steps(gym.make(env_id), num_steps, choose, first_reset_seed)

@@ -1,0 +1,287 @@
+"""Fitting the ensemble in one compiled call: epochs, holdout early stopping, snapshot restore, elites."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mopo_jax.dynamics import batches, losses
+from mopo_jax.dynamics.config import DynamicsConfig
+from mopo_jax.dynamics.model import EnsembleModel, init_ensemble_params
+from mopo_jax.types import Transitions
+
+
+def update_snapshots(
+    params: dict,
+    best_params: dict,
+    best_mse: jax.Array,
+    mse: jax.Array,
+    epochs_since_update: jax.Array,
+    threshold: float,
+) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+    """Early-stopping bookkeeping after one epoch (pure; the original's `_save_best`).
+
+    A member improves when (best − mse)/best > threshold, i.e. mse < best·(1 − threshold)
+    (best starts at +inf, so the first finite value always improves; NaN never does).
+
+    Args:
+      params / best_params: current and snapshot net params, member axis first.
+      best_mse, mse: [E] best-so-far and current holdout MSE.
+      epochs_since_update: int32 scalar.
+    Returns:
+      (new best_params, new best_mse [E], new epochs_since_update (0 if any member improved,
+      else +1), improved [E] bool).
+    """
+    improved = mse < best_mse * (1.0 - threshold)
+
+    def pick(new, old):
+        return jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+    best_params = jax.tree.map(pick, params, best_params)
+    best_mse = jnp.where(improved, mse, best_mse)
+    since = jnp.where(jnp.any(improved), 0, epochs_since_update + 1).astype(jnp.int32)
+    return best_params, best_mse, since, improved
+
+
+class FitReport(flax.struct.PyTreeNode):
+    """Summary of a fit. H = config.epoch_cap; history rows past `epochs` are NaN.
+
+    epochs: int32, epochs run.  holdout_mse: [E] best (restored) holdout MSE per member.
+    best_epoch: [E] int32 epoch (0-based) of each member's restored snapshot.
+    elite_idx: [num_elites] int32.  elite_holdout_mse_per_dim: [D] per-output holdout MSE averaged over elites.
+    train_loss_history: [H] mean minibatch training loss per epoch.
+    holdout_mse_history: [H, E] holdout MSE per epoch and member.
+    """
+
+    epochs: jax.Array
+    holdout_mse: jax.Array
+    best_epoch: jax.Array
+    elite_idx: jax.Array
+    elite_holdout_mse_per_dim: jax.Array
+    train_loss_history: jax.Array
+    holdout_mse_history: jax.Array
+
+
+class _FitData(NamedTuple):
+    train_x: jax.Array  # [N_train, I] standardised
+    train_y: jax.Array  # [N_train, D]
+    holdout_x: jax.Array  # [H, I] standardised
+    holdout_y: jax.Array  # [H, D]
+    boot_idx: jax.Array  # [E, N_train]
+    epoch_key: jax.Array
+
+
+class _FitCarry(NamedTuple):
+    epoch: jax.Array
+    trainable: dict
+    opt_state: optax.OptState
+    best_net: dict
+    best_mse: jax.Array
+    best_epoch: jax.Array
+    since_update: jax.Array
+    train_loss_history: jax.Array
+    holdout_mse_history: jax.Array
+
+
+def _optimizer(config: DynamicsConfig) -> optax.GradientTransformation:
+    return optax.adam(config.learning_rate)
+
+
+def _setup(key: jax.Array, transitions: Transitions, config: DynamicsConfig):
+    inputs, targets = batches.make_targets(transitions)
+    num_rows = inputs.shape[0]
+    num_holdout = batches.num_holdout_rows(num_rows, config)
+    if num_holdout < 1 or num_rows - num_holdout < 1:
+        raise ValueError(f"{num_rows} transitions give a holdout of {num_holdout} rows; need >= 1 "
+                         "holdout and >= 1 training row (use more data or a larger holdout_fraction)")
+    k_split, k_init, k_boot, k_epochs = jax.random.split(key, 4)
+    train_idx, holdout_idx = batches.holdout_split(k_split, num_rows, num_holdout)
+    train_x, train_y = inputs[train_idx], targets[train_idx]
+    mean = jnp.mean(train_x, axis=0)
+    std = jnp.std(train_x, axis=0)
+    std = jnp.where(std < 1e-12, 1.0, std)
+    data = _FitData(
+        train_x=(train_x - mean) / std, train_y=train_y,
+        holdout_x=(inputs[holdout_idx] - mean) / std, holdout_y=targets[holdout_idx],
+        boot_idx=batches.bootstrap_indices(k_boot, config.num_members, num_rows - num_holdout),
+        epoch_key=k_epochs)
+    out_dim = targets.shape[-1]
+    net = init_ensemble_params(
+        k_init, config.num_members, inputs.shape[-1], out_dim, config.hidden_sizes)
+    trainable = {
+        "net": net,
+        "max_logvar": jnp.full((out_dim,), config.max_logvar_init, jnp.float32),
+        "min_logvar": jnp.full((out_dim,), config.min_logvar_init, jnp.float32),
+    }
+    cap, num_members = config.epoch_cap, config.num_members
+    carry = _FitCarry(
+        epoch=jnp.int32(0), trainable=trainable, opt_state=_optimizer(config).init(trainable),
+        best_net=net, best_mse=jnp.full((num_members,), jnp.inf, jnp.float32),
+        best_epoch=jnp.full((num_members,), -1, jnp.int32), since_update=jnp.int32(0),
+        train_loss_history=jnp.full((cap,), jnp.nan, jnp.float32),
+        holdout_mse_history=jnp.full((cap, num_members), jnp.nan, jnp.float32))
+    return data, carry, (mean, std)
+
+
+def _loss_fn(config: DynamicsConfig):
+    return functools.partial(
+        losses.gaussian_nll_loss, activation=config.activation,
+        hidden_weight_decays=config.hidden_weight_decays, head_weight_decay=config.head_weight_decay,
+        logvar_bound_coef=config.logvar_bound_coef)
+
+
+def _train_epoch(data: _FitData, carry: _FitCarry, config: DynamicsConfig) -> _FitCarry:
+    """One epoch: every member passes once over its reshuffled bootstrap sample, then holdout/snapshots."""
+    optimizer, grad_fn = _optimizer(config), jax.value_and_grad(_loss_fn(config))
+    key = jax.random.fold_in(data.epoch_key, carry.epoch)
+    idx, weights = batches.epoch_minibatches(key, data.boot_idx, config.batch_size)
+
+    def step(state, batch):
+        trainable, opt_state = state
+        b_idx, b_weights = batch
+        loss, grads = grad_fn(trainable, data.train_x[b_idx], data.train_y[b_idx], b_weights)
+        updates, opt_state = optimizer.update(grads, opt_state, trainable)
+        return (optax.apply_updates(trainable, updates), opt_state), loss
+
+    (trainable, opt_state), losses = jax.lax.scan(
+        step, (carry.trainable, carry.opt_state), (idx, weights))
+    mse = jnp.mean(losses.per_dim_mse(trainable["net"], data.holdout_x, data.holdout_y,
+                                        config.activation), axis=-1)
+    best_net, best_mse, since, improved = update_snapshots(
+        trainable["net"], carry.best_net, carry.best_mse, mse, carry.since_update,
+        config.improvement_threshold)
+    return _FitCarry(
+        epoch=carry.epoch + 1, trainable=trainable, opt_state=opt_state, best_net=best_net,
+        best_mse=best_mse, best_epoch=jnp.where(improved, carry.epoch, carry.best_epoch),
+        since_update=since,
+        train_loss_history=carry.train_loss_history.at[carry.epoch].set(jnp.mean(losses)),
+        holdout_mse_history=carry.holdout_mse_history.at[carry.epoch].set(mse))
+
+
+def keep_training(epochs_since_update: jax.Array, epochs_done: jax.Array,
+                  config: DynamicsConfig) -> jax.Array:
+    """The stopping rule: go on while epochs_since_update <= patience (the original's
+    `epochs_since_update > 5` stops) and fewer than config.epoch_cap epochs ran. [] bool."""
+    return (epochs_since_update <= config.patience) & (epochs_done < config.epoch_cap)
+
+
+def _keep_training(carry: _FitCarry, config: DynamicsConfig) -> jax.Array:
+    return keep_training(carry.since_update, carry.epoch, config)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _run_epochs(data: _FitData, carry: _FitCarry, stop_at: jax.Array, config: DynamicsConfig):
+    """Train epochs until early stopping, the epoch cap, or epoch == stop_at (for progress chunks)."""
+    return jax.lax.while_loop(
+        lambda c: _keep_training(c, config) & (c.epoch < stop_at),
+        lambda c: _train_epoch(data, c, config), carry)
+
+
+def _finish(data: _FitData, carry: _FitCarry, stats, config: DynamicsConfig):
+    elite_idx = jnp.argsort(carry.best_mse)[: config.num_elites].astype(jnp.int32)
+    per_dim = losses.per_dim_mse(carry.best_net, data.holdout_x, data.holdout_y, config.activation)
+    model = EnsembleModel(
+        params=carry.best_net, max_logvar=carry.trainable["max_logvar"],
+        min_logvar=carry.trainable["min_logvar"], input_mean=stats[0], input_std=stats[1],
+        elite_idx=elite_idx, activation=config.activation)
+    report = FitReport(
+        epochs=carry.epoch, holdout_mse=carry.best_mse, best_epoch=carry.best_epoch,
+        elite_idx=elite_idx, elite_holdout_mse_per_dim=jnp.mean(per_dim[elite_idx], axis=0),
+        train_loss_history=carry.train_loss_history, holdout_mse_history=carry.holdout_mse_history)
+    return model, report
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _fit_compiled(key: jax.Array, transitions: Transitions, config: DynamicsConfig):
+    data, carry, stats = _setup(key, transitions, config)
+    carry = _run_epochs(data, carry, jnp.int32(config.epoch_cap), config)
+    return _finish(data, carry, stats, config)
+
+
+_setup_jit = jax.jit(_setup, static_argnames="config")
+
+
+_finish_jit = jax.jit(_finish, static_argnames="config")
+
+
+class FitFailed(RuntimeError):
+    """A fit that never improved on its holdout set (e.g. NaN/inf data): not a usable model."""
+
+
+class EpochInfo(NamedTuple):
+    """What `fit(..., on_epoch=...)` receives after each epoch (host values).
+
+    epoch: epochs done (1-based); train_loss: mean minibatch loss; holdout_mse: [E] this epoch's
+    holdout MSE per member; best_mse: [E] best so far; epochs_since_update: epochs in a row with no
+    member improving; seconds: wall time since the fit started (compilation included).
+    """
+
+    epoch: int
+    train_loss: float
+    holdout_mse: np.ndarray
+    best_mse: np.ndarray
+    epochs_since_update: int
+    seconds: float
+
+
+def fit(key: jax.Array, transitions: Transitions, config: DynamicsConfig = DynamicsConfig(),
+        *, on_epoch: Callable[[EpochInfo], None] | None = None) -> tuple[EnsembleModel, FitReport]:
+    """Fit the ensemble with bootstrap minibatches, holdout early stopping and snapshot restore.
+
+    Pure and, without `on_epoch`, one compiled call (also traceable under an outer jax.jit with
+    `config` static). With `on_epoch`, the same compiled epoch loop is driven one epoch per call
+    from the host and `on_epoch(EpochInfo)` is called after each epoch; the result is identical.
+    Early stopping follows the rule in `DynamicsConfig`'s docstring.
+
+    Args:
+      key: PRNG key (holdout split, init, bootstrap, per-epoch shuffles).
+      transitions: N transitions (obs_dim o, act_dim a).
+      config: static hyper-parameters.
+    Returns:
+      (EnsembleModel with E = config.num_members, FitReport).
+    """
+    if on_epoch is None:
+        return _fit_compiled(key, transitions, config)
+    import time
+
+    data, carry, stats = _setup_jit(key, transitions, config)
+    start = time.perf_counter()
+    while bool(_keep_training(carry, config)):
+        carry = _run_epochs(data, carry, carry.epoch + 1, config)
+        epoch = int(carry.epoch) - 1
+        on_epoch(EpochInfo(epoch + 1, float(carry.train_loss_history[epoch]),
+                           np.asarray(carry.holdout_mse_history[epoch]), np.asarray(carry.best_mse),
+                           int(carry.since_update), time.perf_counter() - start))
+    return _finish_jit(data, carry, stats, config)
+
+
+def fit_failures(report: FitReport) -> list[str]:
+    """Why a fitted ensemble is unusable, or [] when it is fine (host check of a FitReport).
+
+    A member whose best holdout MSE is not finite never improved on its initial network.
+    """
+    best = np.asarray(report.holdout_mse)
+    bad = np.flatnonzero(~np.isfinite(best))
+    if bad.size:
+        return [f"members {bad.tolist()} never reached a finite holdout MSE in "
+                f"{int(report.epochs)} epochs (best {best.tolist()})"]
+    return []
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def fit_many(keys: jax.Array, transitions: Transitions,
+             config: DynamicsConfig = DynamicsConfig()) -> tuple[EnsembleModel, FitReport]:
+    """Fit S independent ensembles in one compiled call: `fit` vmapped over keys [S].
+
+    Each one equals `fit(keys[i], transitions, config)` (its own holdout split, init, bootstrap and
+    early stopping; the loop runs until the last one stops, the others are frozen meanwhile).
+    Returns (EnsembleModel, FitReport) with a leading axis S on every array. Memory and compute
+    grow linearly with S; on an accelerator the members of all S fits run side by side.
+    """
+    return jax.vmap(lambda key: _fit_compiled(key, transitions, config))(keys)
