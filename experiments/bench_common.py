@@ -27,10 +27,10 @@ from mopo_jax.sac.policy import make_policy_apply
 from mopo_jax.envs.termination import termination_fn
 from mopo_jax.types import Transitions
 
-# env -> (obs_dim, act_dim, healthy value of obs[0]); Ant-v5's default observation (contact forces
-# included, x/y excluded) has 105 entries, checked with gymnasium 1.x.
+# env -> (obs_dim, act_dim, healthy value of obs[0]); Ant as mopo_jax.envs.make.make_env makes it
+# (MOPO's layout: qpos[2:] + qvel, no contact forces) has 27 entries.
 ENVS = {"hopper": (11, 3, 1.25), "halfcheetah": (17, 6, 0.0), "walker2d": (17, 6, 1.25),
-        "ant": (105, 8, 0.55)}
+        "ant": (27, 8, 0.55)}
 
 
 def synthetic_data(key: jax.Array, rows: int, obs_dim: int, act_dim: int, height: float) -> Transitions:

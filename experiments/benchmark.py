@@ -45,12 +45,11 @@ from bench_common import (ENVS, Bench, compile_timed, device_memory, flops_of, j
 from mopo_jax import checkpoint
 from mopo_jax.dynamics import batches, losses
 from mopo_jax.dynamics import fit as dyn_fit
-from mopo_jax.dynamics import io as dyn_io
 from mopo_jax.dynamics import model as model_mod
 from mopo_jax.buffer import ModelBuffer, buffer_add
 from mopo_jax.envs.catalog import ENVS as ENV_INFO
 from mopo_jax.envs.evaluate import evaluate_policy
-from mopo_jax.mopo.rollout import make_rollout_fn
+from mopo_jax.mopo.rollout import PENALTIES, make_rollout_fn
 from mopo_jax.sac.update import init_sac
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -58,7 +57,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 def part_a(b: Bench) -> dict:
     dyn = dataclasses.replace(b.config.dynamics, max_epochs=1)
-    fit = jax.jit(dyn_fit.fit, static_argnames=("config", "progress"))
+    fit = jax.jit(dyn_fit.fit, static_argnames=("config",))
     compiled, compile_s = compile_timed(fit, b.key, b.data, config=dyn)
     n_train = b.rows - batches.num_holdout_rows(b.rows, dyn)
     steps = math.ceil(n_train / dyn.batch_size)
@@ -280,7 +279,7 @@ def part_f(b: Bench) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", choices=sorted(ENVS), default="hopper",
-                   help="dataset shapes: obs/act 11/3, 17/6, 17/6, 105/8 (Ant-v5 default obs)")
+                   help="dataset shapes: obs/act 11/3, 17/6, 17/6, 27/8 (Ant as mopo_jax makes it)")
     p.add_argument("--level", default="random", help="dataset level for the (h, λ) preset")
     p.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated parts to run")
     p.add_argument("--repeats", type=int, help="timed repeats per measurement (default 5; quick 2)")
@@ -288,8 +287,9 @@ def main(argv=None) -> None:
     p.add_argument("--rollout-batch-size", type=int, help="rollout start states (preset 50000)")
     p.add_argument("--steps-per-epoch", type=int, help="SAC updates per epoch (preset 1000)")
     p.add_argument("--horizon", type=int, help="rollout length h (default: the dataset preset)")
-    p.add_argument("--penalty", choices=["max_std", "max_std_elites", "disagreement"],
-                   help="uncertainty penalty (default max_std: all members run; the others: elites only)")
+    p.add_argument("--penalty", choices=list(PENALTIES),
+                   help="uncertainty penalty (default max_std; max_std and disagreement run all "
+                        "members, the *_elites* ones only the elites)")
     p.add_argument("--dynamics-rows", type=int, help="synthetic transitions (default 100000; quick 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (smoke test)")

@@ -9,22 +9,24 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import jax
 import numpy as np
 import pytest
 
-from mopo_jax import behavior, checkpoint
-from mopo_jax.behavior.config import BehaviorConfig, reset_seed
-from mopo_jax.behavior.artifacts import export_policy, list_snapshots, load_history, load_policy, select_medium_step
+from mopo_jax import checkpoint, rundir
+from mopo_jax.behavior.artifacts import (HISTORY_FIELDS, export_policy, history_extras,
+                                         list_snapshots, load_history, load_policy, load_snapshot,
+                                         select_expert_step, select_medium_step)
+from mopo_jax.behavior.config import BehaviorConfig, config_to_dict, default_logdir, reset_seed
 from mopo_jax.behavior.train import train_behavior
-from mopo_jax.behavior.artifacts import load_snapshot
+from mopo_jax.cli.behavior import main
 from mopo_jax.envs.evaluate import evaluate_policy
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.policy import deterministic_action
@@ -50,18 +52,17 @@ def run(tmp_path_factory):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, "-m", "mopo_jax.behavior", *_argv(logdir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    ckpt_json = Path(checkpoint.json_path(logdir / "checkpoint"))
     deadline = time.monotonic() + 300
-    while not ckpt_json.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not rundir.has_checkpoint(logdir) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read()!r}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
-    killed_at = checkpoint.load_metadata(logdir / "checkpoint")["step"]
+    killed_at = rundir.checkpoint_metadata(logdir)["step"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):  # the same entry point as `python -m`, in-process
-        code = behavior.main(_argv(logdir) + ["--resume"])
+        code = main(_argv(logdir) + ["--resume"])
     assert code == 0
     return logdir, json.loads(out.getvalue().splitlines()[-1]), killed_at
 
@@ -85,8 +86,9 @@ def test_cli_resume_after_sigkill_completes_cleanly(run):
     assert all(np.isfinite(e["return_mean"]) and e["steps_per_second"] > 0 for e in evals)
     assert [s for s, _ in list_snapshots(logdir)] == EVAL_STEPS
     assert [r for _, r in list_snapshots(logdir)] == [e["return_mean"] for e in evals]
-    meta = checkpoint.load_metadata(logdir / "checkpoint")
-    assert meta["step"] == CFG.total_steps and meta["config"] == behavior.config_to_dict(CFG)
+    meta = rundir.checkpoint_metadata(logdir)
+    assert meta["step"] == CFG.total_steps and meta["config"] == config_to_dict(CFG)
+    assert len(list((logdir / "checkpoints").iterdir())) == 2  # the newest two generations
     assert not [p for p in logdir.rglob("*") if p.name.endswith(".tmp")]
     history = load_history(logdir)
     assert {k: v.shape[0] for k, v in history.items()} == dict.fromkeys(history, CFG.total_steps)
@@ -133,6 +135,35 @@ def test_resume_refuses_other_config_and_fresh_run_refuses_used_logdir(run):
     assert (logdir / "evals.jsonl").read_text() == before
 
 
+def test_old_format_checkpoint_pair_still_resumes(run, tmp_path):
+    """A logdir written before checkpoint generations (checkpoint.msgpack + checkpoint.json) resumes;
+    generations are written from then on and the old pair removed. An inconsistent old pair (a
+    save killed between its two writes) is refused with the way out."""
+    logdir = tmp_path / "old"
+    shutil.copytree(run[0], logdir)
+    older, newest = sorted((logdir / "checkpoints").iterdir())
+    shutil.copy(older / "state.msgpack", logdir / "checkpoint.msgpack")  # the same bytes as the pair
+    shutil.copy(older / "meta.json", logdir / "checkpoint.json")        # earlier versions wrote
+    good, newer = (older / "state.msgpack").read_bytes(), (newest / "state.msgpack").read_bytes()
+    shutil.rmtree(logdir / "checkpoints")
+    assert checkpoint.load_metadata(logdir / "checkpoint")["step"] == EVAL_STEPS[-2]
+    with pytest.raises(ValueError, match="--resume"):
+        train_behavior(CFG, logdir, progress=False)
+    (logdir / "checkpoint.msgpack").write_bytes(newer)  # the msgpack of a later save: a torn pair
+    with pytest.raises(ValueError, match=r"cannot be resumed.*checksum.*delete .*checkpoint\.msgpack"):
+        train_behavior(CFG, logdir, resume=True, progress=False)
+    (logdir / "checkpoint.msgpack").write_bytes(good)
+    summary = train_behavior(CFG, logdir, resume=True, progress=False)
+    assert summary["steps"] == CFG.total_steps and summary["evaluations"] == 1
+    assert summary["sac_updates"] == CFG.total_steps - CFG.start_steps
+    assert [json.loads(ln)["step"] for ln in (logdir / "evals.jsonl").read_text().splitlines()] == EVAL_STEPS
+    assert rundir.checkpoint_metadata(logdir)["step"] == CFG.total_steps
+    assert not list(logdir.glob("checkpoint.*"))
+    history = load_history(logdir)
+    _assert_continuous(history)
+    assert history["truncations"][EVAL_STEPS[-2] - 1] or history["terminations"][EVAL_STEPS[-2] - 1]
+
+
 def test_export_and_load_policy_round_trip(run, tmp_path, capsys):
     logdir = run[0]
     step = list_snapshots(logdir)[-1][0]
@@ -149,7 +180,7 @@ def test_export_and_load_policy_round_trip(run, tmp_path, capsys):
     assert loaded["return_mean"] == pytest.approx(np.mean(loaded["returns"]))
     assert deterministic_action(params, np.zeros((4, 11), np.float32)).shape == (4, 3)
     # CLI export of the medium level picks select_medium_step.
-    assert behavior.main(["export", "--logdir", str(logdir), "--level", "medium", "--out",
+    assert main(["export", "--logdir", str(logdir), "--level", "medium", "--out",
                           str(tmp_path / "med"), "--episodes", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == select_medium_step(logdir)
     assert load_policy(tmp_path / "med")[1]["level"] == "medium"
@@ -163,7 +194,7 @@ def test_select_medium_step_on_hand_written_snapshots(tmp_path):
     assert list_snapshots(tmp_path) == sorted(returns.items())
     assert select_medium_step(tmp_path) == 200  # first trained snapshot ≥ 300 / 3
     assert select_medium_step(tmp_path, fraction=0.5) == 1500
-    assert behavior.select_expert_step(tmp_path) == 1500
+    assert select_expert_step(tmp_path) == 1500
 
 
 def test_cli_errors_exit_2(tmp_path, capsys):
@@ -171,19 +202,68 @@ def test_cli_errors_exit_2(tmp_path, capsys):
                  ["--env", "Hopper-v5", "--steps", "0", "--logdir", str(tmp_path / "b")],
                  ["export", "--logdir", str(tmp_path / "missing"), "--level", "medium",
                   "--out", str(tmp_path / "p")]):
-        assert behavior.main(argv) == 2
+        assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_default_logdir_is_where_dataset_builds_look(monkeypatch, tmp_path):
+    from mopo_jax.envs.catalog import OOD_DATASETS
     from mopo_jax.paths import BEHAVIOR_DIR_ENV_VAR
-    from mopo_jax.dataset_levels import OOD_SOURCE_RUNS
 
     monkeypatch.setenv(BEHAVIOR_DIR_ENV_VAR, str(tmp_path))
-    assert behavior.default_logdir(BehaviorConfig(env_id="Hopper-v5")) == tmp_path / "hopper"
+    assert default_logdir(BehaviorConfig(env_id="Hopper-v5")) == tmp_path / "hopper"
     cheetah = BehaviorConfig(env_id="HalfCheetah-v5", reward="halfcheetah-vel3")
-    assert behavior.default_logdir(cheetah) == tmp_path / OOD_SOURCE_RUNS["halfcheetah-jump"]
-    assert behavior.default_logdir(BehaviorConfig(env_id="Ant-v5")) == tmp_path / OOD_SOURCE_RUNS["ant-angle"]
-    assert behavior.default_logdir(BehaviorConfig(env_id="Walker2d-v5", seed=2)) == tmp_path / "walker2d-seed2"
+    assert default_logdir(cheetah) == tmp_path / OOD_DATASETS["halfcheetah-jump"].source_run
+    assert default_logdir(BehaviorConfig(env_id="Ant-v5")) == tmp_path / OOD_DATASETS["ant-angle"].source_run
+    assert default_logdir(BehaviorConfig(env_id="Walker2d-v5", seed=2)) == tmp_path / "walker2d-seed2"
+
+
+def test_history_records_step_extras(run):
+    """Per row: root x before/after the step (Hopper-v5's own x_velocity·dt), the episode's reset
+    height (obs[0] of its first observation) and the contact-force sum."""
+    history = load_history(run[0])
+    n = CFG.total_steps
+    assert history["positions"].shape == history["next_positions"].shape == (n, 1)
+    assert history["reset_heights"].shape == history["contact_forces_sq"].shape == (n,)
+    extras = history_extras(history)  # every row was recorded, across the kill and the resume
+    end = history["terminations"] | history["truncations"]
+    inside = ~end[:-1]
+    np.testing.assert_array_equal(history["next_positions"][:-1][inside],
+                                  history["positions"][1:][inside])
+    starts = np.r_[0, np.flatnonzero(end[:-1]) + 1]
+    episode = np.cumsum(np.r_[0, end[:-1]])  # episode index of every row
+    np.testing.assert_array_equal(history["reset_heights"],
+                                  history["observations"][starts][episode, 0])
+    env = gym.make(CFG.env_id, max_episode_steps=CFG.max_episode_steps)
+    env.reset(seed=reset_seed(CFG, 0))
+    for t in range(starts[1]):  # replay the first episode
+        info = env.step(history["actions"][t])[4]
+        np.testing.assert_allclose(extras.displacements[t, 0] / env.unwrapped.dt,
+                                   info["x_velocity"], rtol=1e-9, atol=1e-12)
+    assert (history["contact_forces_sq"] > 0).mean() > 0.5
+
+
+def test_history_without_extras_loads_and_resumes(run, tmp_path):
+    """A history.npz of the previous format (no extras) loads, and its run resumes: the rows
+    recorded from then on carry extras, the older ones are NaN and `history_extras` says so."""
+    logdir = tmp_path / "old-history"
+    shutil.copytree(run[0], logdir)
+    shutil.rmtree(max((logdir / "checkpoints").iterdir()))  # resume from EVAL_STEPS[-2]
+    with np.load(logdir / "history.npz") as f:
+        old = {k: f[k] for k in ("num_steps",) + HISTORY_FIELDS}
+    np.savez(logdir / "history.npz", **old)
+    loaded = load_history(logdir)
+    assert set(loaded) == set(HISTORY_FIELDS)
+    with pytest.raises(ValueError, match=r"lacks per-step extras.*not recorded.*train the run afresh"):
+        history_extras(loaded)
+    summary = train_behavior(CFG, logdir, resume=True, progress=False)
+    assert summary["steps"] == CFG.total_steps
+    history = load_history(logdir)
+    cut = EVAL_STEPS[-2]
+    assert np.isnan(history["positions"][:cut]).all() and np.isnan(history["reset_heights"][:cut]).all()
+    assert np.isfinite(history["positions"][cut:]).all() and np.isfinite(history["contact_forces_sq"][cut:]).all()
+    np.testing.assert_array_equal(history["observations"][:cut], loaded["observations"][:cut])
+    with pytest.raises(ValueError, match=f"{cut} of {CFG.total_steps} rows have no recorded extras"):
+        history_extras(history)

@@ -1,6 +1,9 @@
-"""Tests of the atomic msgpack + JSON checkpoint helpers."""
+"""Tests of the msgpack + JSON checkpoint helpers: round trips, damage, kills between renames, modes."""
 
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -86,3 +89,67 @@ def test_prng_keys_round_trip_through_key_data(tmp_path):
         np.testing.assert_array_equal(jax.random.key_data(back[name]), jax.random.key_data(tree[name]))
     np.testing.assert_array_equal(jax.random.normal(back["key"], (3,)), jax.random.normal(tree["key"], (3,)))
     np.testing.assert_array_equal(back["x"], tree["x"])
+
+
+_PAIR_KILL_SCRIPT = """
+import json, os, sys
+import numpy as np
+from mopo_jax import checkpoint
+
+def save_then_die(prefix, die_before):
+    checkpoint.save_pytree(prefix, {"v": np.array(1, np.int32)}, {"v": 1})
+    calls, replace = [0], os.replace
+    def patched(a, b):
+        calls[0] += 1
+        if calls[0] == die_before:
+            os._exit(17)
+        replace(a, b)
+    os.replace = patched
+    checkpoint.save_pytree(prefix, {"v": np.array(2, np.int32)}, {"v": 2})
+
+codes = {}
+for k in sys.argv[2:]:  # one forked child per kill point: the imports are paid once
+    pid = os.fork()
+    if pid == 0:
+        save_then_die(os.path.join(sys.argv[1], k, "ck"), int(k))
+        os._exit(0)
+    codes[k] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(json.dumps(codes))
+"""
+PAIR_KILLS = {"1": 1, "2": 1, "3": 2}  # die before the k-th os.replace: the value that loads
+
+
+@pytest.fixture(scope="module")
+def killed_pairs(tmp_path_factory):
+    """A folder per kill point: pair `ck` saved with v=1, then a v=2 save that died there."""
+    base = tmp_path_factory.mktemp("pairs")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _PAIR_KILL_SCRIPT, str(base), *PAIR_KILLS], env=env,
+                          check=True, capture_output=True, text=True, timeout=120)
+    return base, json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("die_before", PAIR_KILLS)
+def test_pair_killed_at_each_rename_loads_old_or_new(killed_pairs, die_before):
+    """save_pytree's renames: staged JSON, msgpack, JSON. A kill before any of them leaves a pair
+    that loads (the old one, or the new one via the staged JSON), never a checksum error."""
+    base, codes = killed_pairs
+    prefix, expect = base / die_before / "ck", PAIR_KILLS[die_before]
+    assert codes[die_before] == 17
+    template = {"v": np.array(0, np.int32)}
+    tree, meta = checkpoint.load_pytree(prefix, template)
+    assert int(tree["v"]) == meta["v"] == expect
+    assert checkpoint.load_metadata(prefix) == {"v": expect} and checkpoint.pair_exists(prefix)
+    checkpoint.save_pytree(prefix, {"v": np.array(3, np.int32)}, {"v": 3})
+    assert int(checkpoint.load_pytree(prefix, template)[0]["v"]) == 3
+    assert not [n for n in os.listdir(prefix.parent) if n.endswith(".pending")]
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    old = os.umask(0o007)
+    try:
+        checkpoint.atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "f.bin").st_mode & 0o777 == 0o660
+    assert os.listdir(tmp_path) == ["f.bin"]

@@ -16,6 +16,7 @@ from mopo_jax.data.load import DatasetError, episode_returns, load_dataset
 from mopo_jax.paths import BEHAVIOR_DIR_ENV_VAR, POLICY_DIR_ENV_VAR
 from mopo_jax.data.collect import collect_policy_steps
 from mopo_jax.data.recipes import shipped_policies
+from mopo_jax.behavior.artifacts import HISTORY_FIELDS, history_extras, load_history
 from mopo_jax.envs.ood import halfcheetah_jump_reward
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.update import init_sac
@@ -78,8 +79,13 @@ def test_history_levels_from_a_behaviour_run(dirs):
     jump = load_dataset("halfcheetah-jump")
     assert jump.size == 600 and jump.info.task == "halfcheetah-jump"
     assert np.isnan(jump.info.ref_min_score) and "raw returns" in jump.info.ref_source
-    expected = halfcheetah_jump_reward(jump.observations, jump.actions, jump.next_observations)
+    # The rewards are the target reward of the run's own transitions and recorded extras (exact
+    # rootx displacement, the episode's reset height); the env's rewards were not these.
+    history = load_history(dirs / "behavior" / "halfcheetah-vel3")
+    expected = halfcheetah_jump_reward(history["observations"], history["actions"],
+                                       history["next_observations"], history_extras(history))
     np.testing.assert_allclose(jump.rewards, np.asarray(expected), rtol=1e-5, atol=1e-5)
+    assert np.abs(jump.rewards - history["rewards"]).mean() > 0.1
     assert jump.info.num_episodes == 4 and jump.truncations.sum() == 4 and jump.terminations.sum() == 0
     assert np.isfinite(episode_returns(jump)).all()
     # medium-replay = the history of the run '<env>' up to the medium policy's step, rewards as run.
@@ -94,6 +100,15 @@ def test_history_levels_from_a_behaviour_run(dirs):
         np.testing.assert_allclose(replay.rewards, raw["rewards"][:450], rtol=1e-6)
         np.testing.assert_allclose(replay.observations, raw["observations"][:450], rtol=1e-6)
     np.testing.assert_allclose(replay.observations, jump.observations[:450])
+    # A run whose history predates the extras cannot be relabelled: the error says what to do.
+    old = dirs / "behavior" / "old" / "halfcheetah-vel3"
+    old.mkdir(parents=True)
+    np.savez(old / "history.npz", num_steps=np.int64(600), **{k: history[k] for k in HISTORY_FIELDS})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(BEHAVIOR_DIR_ENV_VAR, str(old.parent))
+        mp.setenv("MINARI_DATASETS_PATH", str(dirs / "minari-old"))
+        with pytest.raises(DatasetError, match=r"lacks per-step extras.*train it again"):
+            load_dataset("halfcheetah-jump")
 
 
 @pytest.mark.parametrize("name", shipped_policies())
@@ -118,3 +133,18 @@ def test_shipped_policy_builds_its_dataset(name, tmp_path, monkeypatch):
     assert ds.actions.shape == (200, params["trunk"]["output"]["kernel"].shape[1] // 2)
     assert ds.info.source == "built locally" and ds.info.env_id == meta["env_id"]
     assert np.isfinite(ds.rewards).all() and np.all(np.abs(ds.actions) <= 1)
+
+
+def test_rebuild_without_its_inputs_keeps_the_old_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setenv("MOPO_JAX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(POLICY_DIR_ENV_VAR, str(tmp_path / "policies"))
+    (tmp_path / "policies").mkdir()
+    _write_policy(tmp_path / "policies" / "walker2d-medium", "Walker2d-v5", 17, 6, "medium", 400, 3)
+    built = load_dataset("walker2d-medium", num_steps=200, allow_download=False)
+    shutil.rmtree(tmp_path / "policies")
+    with pytest.raises(DatasetError, match="No behaviour policy walker2d-medium"):
+        load_dataset("walker2d-medium", num_steps=200, allow_download=False, rebuild=True)
+    kept = load_dataset("walker2d-medium", num_steps=200, allow_download=False)
+    assert kept.info.source == "local Minari cache" and kept.info.minari_id == built.info.minari_id
+    np.testing.assert_array_equal(kept.actions, built.actions)

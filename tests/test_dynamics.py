@@ -198,8 +198,8 @@ def test_update_snapshots_on_constructed_curve():
 def test_stopping_epoch_equals_the_original_rule(seed):
     """Random plateauing holdout curves: our rule stops at the original's epoch (default patience 5)."""
     rng = np.random.default_rng(seed)
-    curves = (np.exp(-np.linspace(0, 3, 60))[:, None] * rng.uniform(0.9, 1.1, (60, 3))
-              + rng.uniform(0, 0.02, (60, 3))).astype(np.float32)
+    curves = ((1 + 5 * np.exp(-np.arange(80) / 4))[:, None]
+              * rng.uniform(0.97, 1.03, (80, 3))).astype(np.float32)
     config = DynamicsConfig()
     best, best_mse, since, epoch = {"w": jnp.zeros(3)}, jnp.full((3,), jnp.inf), jnp.int32(0), 0
     while bool(dyn_fit.keep_training(since, jnp.int32(epoch), config)) and epoch < len(curves):

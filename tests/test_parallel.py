@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from mopo_jax.mopo.config import tiny
-from mopo_jax.dynamics import fit
-from mopo_jax.dynamics.fit import fit_many
+from mopo_jax.dynamics.fit import fit, fit_many
 from mopo_jax.sharding import seed_mesh
 
 CFG = tiny("hopper-random", epochs=2, steps_per_epoch=8, rollout_batch_size=32)
@@ -48,7 +47,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from mopo_jax.mopo.config import tiny
-    from mopo_jax.dynamics import fit_many
+    from mopo_jax.dynamics.fit import fit_many
     from mopo_jax.mopo.train import make_train
     from mopo_jax.sharding import replicate, seed_mesh, shard_seeds
     from mopo_jax.train import main
@@ -99,4 +98,9 @@ def test_sharded_run_equals_unsharded_on_two_cpu_devices(data_dirs, tmp_path):
     assert len(one) == len(two) == 2 * CFG.epochs
     for a, b in zip(one, two):
         assert a.keys() == b.keys()
-        np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-4, atol=1e-5)
+        numeric = [k for k in a if isinstance(a[k], (int, float)) and a[k] is not None]
+        other = [k for k in a if k not in numeric and k != "eval_returns"]
+        assert {k: a[k] for k in other} == {k: b[k] for k in other}
+        np.testing.assert_allclose(a.get("eval_returns", []), b.get("eval_returns", []), rtol=1e-4)
+        np.testing.assert_allclose([a[k] for k in numeric], [b[k] for k in numeric], rtol=1e-4,
+                                   atol=1e-5)

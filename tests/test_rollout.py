@@ -8,7 +8,8 @@ import pytest
 from mopo_jax.mopo.rollout import make_rollout_fn, rollout_fn
 from mopo_jax.buffer import buffer_add, buffer_init
 from mopo_jax.dynamics.model import EnsembleModel, init_ensemble_params, predict
-from mopo_jax.mopo.rollout import uncertainty_penalty
+from mopo_jax.mopo import config as mopo_config
+from mopo_jax.mopo.rollout import PENALTIES, uncertainty_penalty
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.update import init_sac
 from mopo_jax.sac.policy import make_policy_apply
@@ -121,7 +122,74 @@ def test_row_chunks_give_the_same_rollout(setup, row_chunk):
         make_rollout_fn(POLICY, termination_fn("hopper"), 2, row_chunk=0)
 
 
-@pytest.mark.parametrize("penalty", ["max_std_elites", "disagreement"])
+def _numpy_penalty(mean, std, elites, mode):
+    """Reference u(s, a) [B] from mean, std [E, B, D] (reward last), written out per member."""
+    if mode == "max_std":  # the original's penalty_learned_var=True: all members, all dims
+        return np.max([np.sqrt(np.sum(std[k] ** 2, -1)) for k in range(len(std))], axis=0)
+    if mode == "max_std_elites":
+        return np.max([np.sqrt(np.sum(std[k] ** 2, -1)) for k in elites], axis=0)
+    if mode == "disagreement":  # the original's penalty_learned_var=False: all members, obs dims
+        obs_means = mean[:, :, :-1]
+        centre = obs_means.sum(0) / len(obs_means)
+        return np.max([np.sqrt(np.sum((m - centre) ** 2, -1)) for m in obs_means], axis=0)
+    assert mode == "disagreement_elites_with_reward"
+    centre = np.mean([mean[k] for k in elites], axis=0)
+    return np.max([np.sqrt(np.sum((mean[k] - centre) ** 2, -1)) for k in elites], axis=0)
+
+
+@pytest.mark.parametrize("mode", PENALTIES)
+def test_each_penalty_equals_numpy_on_random_predictions(mode):
+    rng = np.random.default_rng(3)
+    mean = rng.normal(0, 1, (7, 50, OBS + 1))
+    mean[:, :, -1] += rng.normal(0, 30, (7, 50))  # a reward disagreement that only some modes see
+    std = rng.uniform(0.01, 2.0, (7, 50, OBS + 1))
+    elites = np.array([5, 1, 3])
+    got = np.asarray(jax.jit(uncertainty_penalty, static_argnames="mode")(
+        jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32), jnp.asarray(elites), mode=mode))
+    np.testing.assert_allclose(got, _numpy_penalty(mean, std, elites, mode), rtol=1e-5)
+    assert mopo_config.PENALTIES == PENALTIES  # the config accepts exactly these
+
+
+def test_penalty_variants_differ_where_they_should():
+    """Excluding the reward, using all members, and σ vs μ each change the value."""
+    rng = np.random.default_rng(4)
+    mean = rng.normal(0, 1, (5, 20, OBS + 1))
+    std = rng.uniform(0.1, 1.0, (5, 20, OBS + 1))
+    elites = jnp.array([0, 2])
+    u = {m: np.asarray(uncertainty_penalty(jnp.asarray(mean), jnp.asarray(std), elites, m))
+         for m in PENALTIES}
+    loud = mean.copy()
+    loud[0, :, -1] += 100.0  # an elite's reward prediction alone disagrees wildly
+    loud_u = {m: np.asarray(uncertainty_penalty(jnp.asarray(loud), jnp.asarray(std), elites, m))
+              for m in PENALTIES}
+    np.testing.assert_allclose(loud_u["disagreement"], u["disagreement"], rtol=1e-6)  # obs only
+    assert np.all(loud_u["disagreement_elites_with_reward"] > 10 * u["disagreement_elites_with_reward"])
+    far = mean.copy()
+    far[4] += 50.0  # a non-elite member far away: only the all-member penalties see it
+    far_u = {m: np.asarray(uncertainty_penalty(jnp.asarray(far), jnp.asarray(std), elites, m))
+             for m in PENALTIES}
+    assert np.all(far_u["disagreement"] > 10 * u["disagreement"])
+    np.testing.assert_allclose(far_u["disagreement_elites_with_reward"],
+                               u["disagreement_elites_with_reward"], rtol=1e-6)
+    with pytest.raises(ValueError, match="Unknown penalty"):
+        uncertainty_penalty(jnp.asarray(mean), jnp.asarray(std), elites, "variance")
+
+
+def test_disagreement_rollout_uses_all_members(setup):
+    model, actor, start = setup
+    kwargs = dict(policy_apply=POLICY, horizon=2, termination=termination_fn("halfcheetah"),
+                  penalty="disagreement")
+    out = rollout_fn(jax.random.key(8), model, actor, start, 0.5, **kwargs)
+    for t in range(2):
+        mean, std = (np.asarray(x, np.float64) for x in predict(model, out.obs[t], out.action[t]))
+        np.testing.assert_allclose(out.penalty[t], _numpy_penalty(mean, std, [2, 0], "disagreement"),
+                                   rtol=1e-4, atol=1e-6)
+    # A non-elite member that outputs NaN poisons the penalty: every member is evaluated.
+    broken = model.replace(params=jax.tree.map(lambda p: p.at[1].set(jnp.nan), model.params))
+    assert np.isnan(np.asarray(rollout_fn(jax.random.key(8), broken, actor, start, 0.5, **kwargs).penalty)).all()
+
+
+@pytest.mark.parametrize("penalty", ["max_std_elites", "disagreement_elites_with_reward"])
 def test_elite_penalties_evaluate_only_elites(setup, penalty):
     """Only elites are computed; the values equal those from all members' predictions."""
     model, actor, start = setup

@@ -1,16 +1,15 @@
-"""The training loop: determinism, vmapped seeds == separate runs, CLI chunks and resume == train()."""
+"""The pure training loop: determinism, vmapped seeds == separate runs, λ traced, buffer in place."""
 
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mopo_jax import train as train_mod
-from mopo_jax.mopo.config import PAPER_PRESETS, PRESETS, preset, tiny
-from mopo_jax.envs.catalog import dataset_names
-from mopo_jax.dynamics import fit
+import chex
+
+from mopo_jax.dynamics.fit import fit
+from mopo_jax.mopo.config import tiny
 from mopo_jax.mopo.train import make_train
 
 CFG = tiny("hopper-random", epochs=2, steps_per_epoch=8, rollout_batch_size=32)
@@ -53,90 +52,6 @@ def test_vmap_over_seeds_equals_separate_runs(setup):
         _close(jax.tree.map(lambda x: x[i], batched), single)
 
 
-def test_cli_chunks_and_resume_reproduce_uninterrupted_run(setup, data_dirs, tmp_path, monkeypatch):
-    data, model, fns = setup
-    monkeypatch.setattr(train_mod, "load_dataset", lambda name, num_steps=None: _Subset(num_steps))
-    monkeypatch.setattr(train_mod, "fit_or_load_dynamics",
-                        lambda *a, **k: jax.tree.map(lambda x: x[None], model))
-    monkeypatch.setattr(train_mod, "evaluate_policy", lambda *a, **k: np.array([5.0]))
-    cfg = CFG
-    whole = train_mod.run(cfg, seed=11, logdir=tmp_path / "whole", progress=False)
-    assert whole["epochs"] == 2 and len(whole["evaluations"]) == 2
-
-    calls = {"n": 0}
-
-    def crash_on_second(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")
-        return np.array([5.0])
-
-    monkeypatch.setattr(train_mod, "evaluate_policy", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        train_mod.run(cfg, seed=11, logdir=tmp_path / "killed", progress=False)
-    monkeypatch.setattr(train_mod, "evaluate_policy", lambda *a, **k: np.array([5.0]))
-    train_mod.run(cfg, seed=11, logdir=tmp_path / "killed", resume=True, progress=False)
-
-    def rows(name):
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(ln).items() if k != "chunk_seconds"} for ln in lines]
-
-    assert rows("whole") == rows("killed")
-    key = train_mod.policy_keys(11, 1)[0]
-    _, direct = fns.train(key)
-    np.testing.assert_allclose([r["critic_loss"] for r in rows("whole")], direct["critic_loss"],
-                               rtol=1e-5)
-    with pytest.raises(ValueError, match="different config"):
-        train_mod.run(tiny(epochs=3), seed=11, logdir=tmp_path / "whole", resume=True,
-                      progress=False)
-
-
-class _Subset:
-    """A stand-in Dataset exposing the fixture's small data (the real loader is tested elsewhere)."""
-
-    def __init__(self, _):
-
-        from mopo_jax.data.load import load_dataset
-
-        self._ds = load_dataset("hopper-random", num_steps=2000)
-        self.info = self._ds.info
-
-    def transitions(self):
-        return self._ds.transitions()
-
-
-def test_presets_and_cli_errors(data_dirs, capsys):
-    assert preset("walker2d-medium-replay").rollout_length == 1
-    assert preset("hopper-medium").penalty_coef == 5.0
-    assert len(PAPER_PRESETS) == 12 and set(PRESETS) == set(dataset_names())
-    assert PRESETS["halfcheetah-jump"] == PRESETS["ant-expert"] == (5, 1.0)
-    with pytest.raises(ValueError, match="Valid names"):
-        preset("hopper-nothing")
-    assert preset("hopper-random", penalty_coef=0.3).penalty_coef == 0.3
-    assert preset("hopper-random").buffer_capacity == 5 * 50_000 * 5
-    assert train_mod.main(["--dataset", "hopper-nothing", "--tiny"]) == 2
-    assert "Valid names" in capsys.readouterr().err
-
-
-def test_cli_tiny_end_to_end(data_dirs, tmp_path, capsys):
-    """The real CLI path: local dataset, dynamics fit + cache, epochs, real-env evaluation, files."""
-    logdir = tmp_path / "tiny"
-    argv = ["--dataset", "hopper-random", "--tiny", "--dataset-steps", "2000", "--offline",
-            "--logdir", str(logdir)]
-    assert train_mod.main(argv) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["epochs"] == 2 and len(summary["final_return_mean"]) == 1
-    assert np.isfinite(summary["final_normalized_score"][0])
-    config = json.loads((logdir / "config.json").read_text())
-    assert config["jax_version"] == jax.__version__ and config["config"]["rollout_length"] == 5
-    rows = [json.loads(ln) for ln in (logdir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2] and "eval_return" in rows[-1]
-    results = json.loads((logdir / "results.json").read_text())
-    assert results["final_return_mean"] == summary["final_return_mean"]
-    assert (logdir / "checkpoint.msgpack").exists() and (logdir / "checkpoint.json").exists()
-    assert len(list((data_dirs / "cache" / "models").glob("hopper-random-n2000-seed0-*.msgpack"))) == 1
-
-
 def test_epoch_writes_the_model_buffer_in_place(setup):
     """The compiled epoch aliases the donated state and never copies the model buffer; the same
     epoch without donation has to copy it (the control that shows the check can fail)."""
@@ -154,3 +69,19 @@ def test_epoch_writes_the_model_buffer_in_place(setup):
     assert "input_output_alias" in donated and not buffer_copies(donated)
     plain = jax.jit(lambda s, d, m: fns.epoch(s, d, m)).lower(state, data, model).compile().as_text()
     assert buffer_copies(plain)
+
+
+def test_penalty_coef_is_traced_state_one_compile_serves_a_grid(setup):
+    """λ lives in the state: a vmapped grid over λ runs one compiled program and each λ's rewards
+    are penalised with its own value."""
+    data, model, fns = setup
+    run = jax.jit(chex.assert_max_traces(
+        lambda s: jax.vmap(lambda st: fns.epoch(st, data, model))(s), n=1))
+    keys = jnp.stack([jax.random.key(4)] * 3)
+    lambdas = jnp.asarray([0.0, 1.0, 10.0])
+    _, m = run(jax.vmap(fns.init)(keys, lambdas))
+    _, m2 = run(jax.vmap(fns.init)(keys, lambdas * 2))  # new values, no retrace
+    np.testing.assert_allclose(m["rollout_raw_reward"][0], m["rollout_reward"][0], rtol=1e-6)
+    np.testing.assert_allclose(m["rollout_reward"], m["rollout_raw_reward"]
+                               - np.asarray(lambdas) * m["rollout_penalty"], rtol=1e-4, atol=1e-4)
+    assert m["rollout_reward"][2] < m["rollout_reward"][1] < m["rollout_reward"][0]

@@ -1,23 +1,22 @@
-"""Atomic checkpoint files: a pytree as `<prefix>.msgpack` (flax.serialization) plus `<prefix>.json` metadata.
-
-No pickle. The JSON records the sha256 of the msgpack file it belongs to, so a pair left
-inconsistent by an interrupted save is detected on load.
-"""
+"""Checkpoint files: a pytree as msgpack plus JSON metadata with its sha256 (prefix pairs; run-dir generations)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
-from typing import Any
+import secrets
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import flax.serialization
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _FORMAT = {"format": "mopo_jax.checkpoint", "version": 1}
 _RESERVED = "_checkpoint"
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _prefix(path_prefix: str | os.PathLike) -> str:
@@ -38,51 +37,90 @@ def json_path(path_prefix: str | os.PathLike) -> str:
     return _prefix(path_prefix) + ".json"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temporary file in the same folder, fsync, then os.replace onto `path`."""
+def pending_path(path_prefix: str | os.PathLike) -> str:
+    """`<prefix>.json.pending`: the new metadata staged by `save_pytree` before it replaces the msgpack."""
+    return _prefix(path_prefix) + ".json.pending"
+
+
+def _create(path: str | os.PathLike) -> BinaryIO:
+    """A new file open for writing, mode 0o666 & ~umask; FileExistsError if `path` exists (also a symlink)."""
+    return os.fdopen(os.open(path, _NEW_FILE_FLAGS, 0o666), "wb")
+
+
+def write_new_file(path: str | os.PathLike, data: bytes) -> None:
+    """Create `path` (it must not exist; never through a symlink) with mode 0o666 & ~umask, write
+    `data` and fsync it."""
+    with _create(path) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync a directory, making the renames and deletions inside it durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Call `write(f)` on a new `<path>.<random>.tmp` in the same folder, fsync, os.replace it onto
+    `path`, fsync the folder. Readers see the old file or the new one, never a mix; the file gets
+    the mode a plain open() would give (0o666 & ~umask). A kill leaves at most the `*.tmp` file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    tmp = os.path.join(folder, f"{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with _create(tmp) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
         raise
+    fsync_dir(folder)
 
 
-def save_pytree(path_prefix: str | os.PathLike, tree: Any, metadata: dict) -> None:
-    """Atomically write `tree` to `<prefix>.msgpack` and JSON-serialisable `metadata` to `<prefix>.json`.
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """`atomic_write` of the bytes `data`."""
+    atomic_write(path, lambda f: f.write(data))
 
-    The msgpack file is written first; the JSON (which carries its sha256) last.
+
+def encode_pytree(tree: Any, metadata: dict) -> tuple[bytes, bytes]:
+    """(msgpack bytes of `tree`, JSON bytes of `metadata` plus the msgpack's sha256).
+
+    Raises ValueError for the reserved key `_checkpoint`, TypeError for metadata that is not
+    JSON-serialisable; both before anything is written.
     """
     if _RESERVED in metadata:
         raise ValueError(f"metadata key {_RESERVED!r} is reserved")
     payload = flax.serialization.to_bytes(jax.device_get(tree))
     meta = dict(metadata)
     meta[_RESERVED] = {**_FORMAT, "msgpack_sha256": hashlib.sha256(payload).hexdigest()}
-    text = json.dumps(meta, indent=2, sort_keys=True)  # fail before touching files if not JSON-able
-    atomic_write_bytes(msgpack_path(path_prefix), payload)
-    atomic_write_bytes(json_path(path_prefix), text.encode("utf-8"))
+    return payload, json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
 
 
-def _read_json(path_prefix: str | os.PathLike) -> dict:
-    path = json_path(path_prefix)
+def read_metadata_file(path: str | os.PathLike) -> dict:
+    """The full metadata dict (checksum record included) of a JSON file written by this module.
+
+    Raises FileNotFoundError naming a missing file, ValueError for a corrupt or foreign file.
+    """
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint metadata file {path} does not exist; check the path "
                                 "(give the prefix without extension) or re-create the checkpoint")
     try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+        with open(path, "rb") as f:
+            meta = json.loads(f.read())
         info = meta[_RESERVED]
         if info.get("format") != _FORMAT["format"]:
             raise KeyError("format")
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"checkpoint metadata file {path} is corrupt or not a mopo_jax checkpoint "
                          f"({type(err).__name__}: {err}); delete it and re-create the checkpoint") from err
     if info.get("version") != _FORMAT["version"]:
@@ -91,37 +129,26 @@ def _read_json(path_prefix: str | os.PathLike) -> dict:
     return meta
 
 
-def load_metadata(path_prefix: str | os.PathLike) -> dict:
-    """The metadata dict given to `save_pytree` (reads only `<prefix>.json`)."""
-    meta = _read_json(path_prefix)
-    meta.pop(_RESERVED)
-    return meta
+def user_metadata(meta: dict) -> dict:
+    """`meta` without the checksum record: the dict that was given to the save."""
+    return {k: v for k, v in meta.items() if k != _RESERVED}
 
 
-def load_pytree(path_prefix: str | os.PathLike, template: Any) -> tuple[Any, dict]:
-    """Read a pytree saved by `save_pytree`, checking it against `template`.
+def payload_matches(meta: dict, payload: bytes) -> bool:
+    """Whether `payload` has the sha256 recorded in the full metadata dict `meta`."""
+    return hashlib.sha256(payload).hexdigest() == meta[_RESERVED]["msgpack_sha256"]
 
-    Args:
-      template: a pytree of the expected structure; leaves may be arrays or jax.ShapeDtypeStruct.
-    Returns:
-      (tree with numpy leaves, metadata dict).
-    Raises:
-      FileNotFoundError naming a missing file; ValueError for a corrupt file, a msgpack/JSON pair from
-      different saves, or a structure/shape/dtype mismatch (naming the first mismatching leaf).
-    """
-    meta = _read_json(path_prefix)
-    path = msgpack_path(path_prefix)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint array file {path} does not exist (its metadata "
-                                f"{json_path(path_prefix)} does); re-create the checkpoint")
-    with open(path, "rb") as f:
-        payload = f.read()
-    if hashlib.sha256(payload).hexdigest() != meta[_RESERVED]["msgpack_sha256"]:
-        raise ValueError(f"{path} does not match the checksum in {json_path(path_prefix)} (corrupt, "
-                         "or the two files come from different saves); re-create the checkpoint")
+
+def decode_pytree(payload: bytes, meta: dict, template: Any, path: str | os.PathLike,
+                  meta_path: str | os.PathLike) -> tuple[Any, dict]:
+    """(tree with numpy leaves, user metadata) from msgpack bytes read from `path` and the full
+    metadata read from `meta_path`; ValueError for a checksum mismatch or a tree that does not
+    match `template` (structure, or the first leaf whose shape/dtype differs)."""
+    if not payload_matches(meta, payload):
+        raise ValueError(f"{path} does not match the checksum in {meta_path} (corrupt, or the two "
+                         "files come from different saves); re-create the checkpoint")
     try:
-        state = flax.serialization.msgpack_restore(payload)
-        tree = flax.serialization.from_state_dict(template, state)
+        tree = flax.serialization.from_state_dict(template, flax.serialization.msgpack_restore(payload))
     except ValueError as err:
         raise ValueError(f"{path} does not have the expected structure: {err}") from err
     except Exception as err:  # msgpack raises several unrelated exception types on bad bytes
@@ -135,8 +162,81 @@ def load_pytree(path_prefix: str | os.PathLike, template: Any) -> tuple[Any, dic
         if leaf.shape != tuple(ref.shape) or leaf.dtype != np.dtype(ref.dtype):
             raise ValueError(f"{path}: array {jax.tree_util.keystr(key_path)} has shape {leaf.shape} "
                              f"dtype {leaf.dtype}, expected shape {tuple(ref.shape)} dtype {ref.dtype}")
-    meta.pop(_RESERVED)
-    return tree, meta
+    return tree, user_metadata(meta)
+
+
+def save_pytree(path_prefix: str | os.PathLike, tree: Any, metadata: dict) -> None:
+    """Write `tree` to `<prefix>.msgpack` and JSON-serialisable `metadata` to `<prefix>.json`.
+
+    Order: the new JSON (which carries the new msgpack's sha256) is staged atomically as
+    `<prefix>.json.pending`, the msgpack is replaced atomically, then the staged file is renamed
+    onto `<prefix>.json`. Guarantee: after a kill at any point, `load_pytree` / `load_metadata`
+    return the old pair or the new one, never a mix, and never fail because of the kill (a reader
+    that finds the msgpack matching the staged checksum uses the staged JSON). Left behind at
+    worst: a `*.tmp` file (delete freely) and a stale `.pending` (ignored; the next save replaces it).
+    """
+    payload, text = encode_pytree(tree, metadata)
+    staged = pending_path(path_prefix)
+    atomic_write_bytes(staged, text)
+    atomic_write_bytes(msgpack_path(path_prefix), payload)
+    os.replace(staged, json_path(path_prefix))
+    fsync_dir(os.path.dirname(os.path.abspath(staged)))
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _pair_metadata(path_prefix: str | os.PathLike) -> tuple[dict, str]:
+    """(full metadata, the file it was read from) of the last completely written pair: the staged
+    JSON when the msgpack already matches it (a save killed before its last rename), else the JSON."""
+    staged, arrays = pending_path(path_prefix), msgpack_path(path_prefix)
+    if os.path.exists(staged) and os.path.exists(arrays):
+        try:
+            meta = read_metadata_file(staged)
+        except ValueError:
+            meta = None
+        if meta is not None and payload_matches(meta, _read_bytes(arrays)):
+            return meta, staged
+    return read_metadata_file(json_path(path_prefix)), json_path(path_prefix)
+
+
+def pair_exists(path_prefix: str | os.PathLike) -> bool:
+    """Whether a prefix pair has been completely written at least once (its JSON, or a staged JSON
+    that the msgpack matches, exists)."""
+    try:
+        _pair_metadata(path_prefix)
+    except FileNotFoundError:
+        return False
+    except ValueError:
+        return True  # present but unreadable: the load names the problem
+    return True
+
+
+def load_metadata(path_prefix: str | os.PathLike) -> dict:
+    """The metadata dict given to `save_pytree` (reads the JSON; the msgpack only after a save that
+    was interrupted before its last rename)."""
+    return user_metadata(_pair_metadata(path_prefix)[0])
+
+
+def load_pytree(path_prefix: str | os.PathLike, template: Any) -> tuple[Any, dict]:
+    """Read a pytree saved by `save_pytree`, checking it against `template`.
+
+    Args:
+      template: a pytree of the expected structure; leaves may be arrays or jax.ShapeDtypeStruct.
+    Returns:
+      (tree with numpy leaves, metadata dict).
+    Raises:
+      FileNotFoundError naming a missing file; ValueError for a corrupt file, a msgpack/JSON pair from
+      different saves, or a structure/shape/dtype mismatch (naming the first mismatching leaf).
+    """
+    meta, meta_file = _pair_metadata(path_prefix)
+    path = msgpack_path(path_prefix)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint array file {path} does not exist (its metadata "
+                                f"{meta_file} does); re-create the checkpoint")
+    return decode_pytree(_read_bytes(path), meta, template, path, meta_file)
 
 
 def _is_key(x: Any) -> bool:
@@ -151,7 +251,6 @@ def keys_to_data(tree: Any) -> Any:
 def keys_from_data(tree: Any, template: Any) -> Any:
     """Inverse of `keys_to_data`: leaves where `template` holds a typed key are wrapped back into
     keys of the same implementation; the other leaves become jnp arrays."""
-    import jax.numpy as jnp
 
     def restore(x, t):
         if _is_key(t):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import jax
@@ -13,36 +12,36 @@ import numpy as np
 
 from mopo_jax import checkpoint
 from mopo_jax.envs.evaluate import evaluate_policy
-from mopo_jax.sac import SACConfig, init_sac
+from mopo_jax.envs.extras import EXTRA_FIELDS, StepExtras, step_extras
+from mopo_jax.sac import policy_io
+from mopo_jax.sac.config import SACConfig
+from mopo_jax.sac.update import init_sac
 
 HISTORY_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminations",
                   "truncations")
+# Optional per-row fields (mopo_jax.envs.extras: positions [N, p], next_positions [N, p],
+# reset_heights [N], contact_forces_sq [N], float64): histories written before they were recorded
+# lack them, and rows of such a run continued by a resume hold NaN there.
+OPTIONAL_FIELDS = EXTRA_FIELDS
 _SNAPSHOT = re.compile(r"^step_(\d+)\.json$")
 
 
 def cut_history(history: dict, upto_step: int) -> dict:
     """First `upto_step` rows (copies); the last row is marked truncated unless it terminated, since
-    the episode it belongs to is cut there."""
-    out = {k: np.array(history[k][:upto_step]) for k in HISTORY_FIELDS}
+    the episode it belongs to is cut there. Optional fields present in `history` are kept."""
+    fields = HISTORY_FIELDS + tuple(k for k in OPTIONAL_FIELDS if k in history)
+    out = {k: np.array(history[k][:upto_step]) for k in fields}
     if upto_step > 0 and not out["terminations"][-1]:
         out["truncations"][-1] = True
     return out
 
 
 def save_history(logdir: str | Path, history: dict, num_steps: int) -> None:
-    """Write rows [0, num_steps) (via `cut_history`) to `<logdir>/history.npz`: temp file + os.replace."""
+    """Write rows [0, num_steps) (via `cut_history`) to `<logdir>/history.npz` atomically
+    (`checkpoint.atomic_write`: temp file + os.replace, mode 0o666 & ~umask)."""
     arrays = cut_history(history, num_steps)
-    fd, tmp = tempfile.mkstemp(dir=logdir, prefix="history.npz.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, num_steps=np.int64(num_steps), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, Path(logdir) / "history.npz")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    checkpoint.atomic_write(Path(logdir) / "history.npz",
+                            lambda f: np.savez(f, num_steps=np.int64(num_steps), **arrays))
 
 
 def history_length(logdir: str | Path) -> int:
@@ -57,17 +56,33 @@ def load_history(logdir: str | Path, upto_step: int | None = None) -> dict:
     Returns observations [N, o] f64, actions [N, a] f32, rewards [N] f64, next_observations [N, o]
     f64, terminations [N] bool (bootstrap flag), truncations [N] bool (time limit, or the episode was
     cut: at a resume, at the end of the run, or at upto_step). Episodes end where either is set.
+    Plus, when the file has them, the OPTIONAL_FIELDS (the per-step extras; see `history_extras`).
     """
     path = Path(logdir) / "history.npz"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; is {logdir} a behaviour-training run?")
     with np.load(path, allow_pickle=False) as f:
         saved = int(f["num_steps"])
-        history = {k: f[k] for k in HISTORY_FIELDS}
+        fields = HISTORY_FIELDS + tuple(k for k in OPTIONAL_FIELDS if k in f.files)
+        history = {k: f[k] for k in fields}
     upto = saved if upto_step is None else upto_step
     if not 0 <= upto <= saved:
         raise ValueError(f"upto_step={upto_step} is outside [0, {saved}] (rows saved in {path})")
     return cut_history(history, upto)
+
+
+def history_extras(history: dict) -> StepExtras:
+    """The `StepExtras` of a loaded history's rows (displacements [N, p], reset_heights [N],
+    contact_forces_sq [N]), the input the OOD target rewards need besides (s, a, s').
+
+    ValueError when the history does not have them for every row: it was written before the
+    extras were recorded (or continued from such a run); train the run afresh to get them.
+    """
+    try:
+        return step_extras(history)
+    except ValueError as err:
+        raise ValueError(f"this behaviour history lacks per-step extras ({err}); it was written "
+                         "before they were recorded: train the run afresh to record them") from err
 
 
 def snapshot_prefix(logdir: str | Path, step: int) -> Path:
@@ -162,9 +177,8 @@ def export_policy(logdir: str | Path, step: int, out_prefix: str | Path, level: 
 def load_policy(prefix: str | Path):
     """(actor params as jnp arrays, metadata) of a policy written by `export_policy`.
 
-    Use with `mopo_jax.sac.deterministic_action(params, obs [B, o]) -> [B, a]` or `sample_action`.
+    Use with `mopo_jax.sac.deterministic_action(params, obs [B, o]) -> [B, a]` or `sample_action`;
+    `mopo_jax.sac.policy_io.load_policy` gives the same policy as a jitted callable.
     """
-    meta = checkpoint.load_metadata(prefix)
-    sac = _sac_config(meta["sac"]) if "sac" in meta else SACConfig(hidden_sizes=tuple(meta["hidden_sizes"]))
-    params, meta = checkpoint.load_pytree(prefix, _actor_template(meta["obs_dim"], meta["act_dim"], sac))
-    return jax.tree.map(jnp.asarray, params), meta
+    policy = policy_io.load_policy(prefix)
+    return policy.params, policy.metadata

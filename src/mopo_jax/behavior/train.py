@@ -12,29 +12,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mopo_jax import checkpoint
-from mopo_jax.behavior.artifacts import (HISTORY_FIELDS, list_snapshots, load_history, save_history,
-                                         snapshot_prefix)
+from mopo_jax import checkpoint, rundir
+from mopo_jax.behavior import run_files
+from mopo_jax.behavior.artifacts import HISTORY_FIELDS, load_history, save_history, snapshot_prefix
 from mopo_jax.behavior.config import (BehaviorConfig, config_from_dict, config_to_dict, eval_seed,
                                       reset_seed, training_command)
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, buffer_sample
 from mopo_jax.envs.evaluate import evaluate_policy
-from mopo_jax.envs.ood import CappedVelocityRewardWrapper
+from mopo_jax.envs.extras import EXTRA_FIELDS, INFO_KEY, RecordStepExtras, position_dim
+from mopo_jax.envs.make import make_env as make_gym_env
+from mopo_jax.envs.ood_env import CappedVelocityRewardWrapper
 from mopo_jax.sac.policy import sample_action
 from mopo_jax.sac.update import SACState, init_sac, make_sac_update
 from mopo_jax.types import Transitions
 
 
 def make_env(config: BehaviorConfig, for_eval: bool = False):
-    """The training env (for_eval: with the env's own time limit), its reward replaced when
+    """The training env (for_eval: with the env's own time limit), made by
+    `mopo_jax.envs.make.make_env` (27-dim Ant observations) and recording each step's extras
+    (`RecordStepExtras`: info["step_extras"], stored in the history), its reward replaced when
     config.reward asks; ValueError for an unknown id or a non-[-1, 1] Box action space."""
     import gymnasium as gym
 
     try:
         gym.spec(config.env_id)
-        env = gym.make(config.env_id, max_episode_steps=None if for_eval else config.max_episode_steps)
+        env = make_gym_env(config.env_id,
+                           max_episode_steps=None if for_eval else config.max_episode_steps)
     except gym.error.Error as err:
         raise ValueError(f"unknown or unusable env id {config.env_id!r}: {err}") from err
+    env = RecordStepExtras(env)
     if config.reward == "halfcheetah-vel3":
         env = CappedVelocityRewardWrapper(env, max_velocity=3.0)
     space = env.action_space
@@ -124,16 +130,19 @@ def _rows(history: dict, start: int, stop: int, pad_to: int) -> tuple[Transition
     return rows, np.arange(pad_to) < stop - start
 
 
-def _empty_history(total: int, obs_dim: int, act_dim: int) -> dict:
-    """Zeroed host history of `total` rows (layout as `load_history` returns)."""
+def _empty_history(total: int, obs_dim: int, act_dim: int, pos_dim: int) -> dict:
+    """Zeroed host history of `total` rows (layout as `load_history` returns), with the step
+    extras (positions [total, pos_dim] etc.) NaN until recorded: rows restored from a history
+    written before extras were recorded keep NaN there."""
+    extras = {k: np.full((total, pos_dim) if "positions" in k else total, np.nan)
+              for k in EXTRA_FIELDS}
     return {"observations": np.zeros((total, obs_dim)), "actions": np.zeros((total, act_dim), np.float32),
             "rewards": np.zeros(total), "next_observations": np.zeros((total, obs_dim)),
-            "terminations": np.zeros(total, bool), "truncations": np.zeros(total, bool)}
+            "terminations": np.zeros(total, bool), "truncations": np.zeros(total, bool), **extras}
 
 
-def _check_same_config(logdir: Path, config_dict: dict) -> None:
-    saved = checkpoint.load_metadata(logdir / "checkpoint")["config"]
-    saved = config_to_dict(config_from_dict(saved))  # fields added since take their defaults
+def _check_same_config(logdir: Path, saved: dict, config_dict: dict) -> None:
+    saved = config_to_dict(config_from_dict(saved["config"]))  # fields added since take their defaults
     if saved != config_dict:
         diff = ", ".join(f"{k}: {saved.get(k)!r} vs {v!r}" for k, v in config_dict.items()
                          if saved.get(k) != v)
@@ -142,34 +151,64 @@ def _check_same_config(logdir: Path, config_dict: dict) -> None:
 
 
 def _resume(logdir: Path, state, buffer, history):
-    """Restore (state, buffer, history rows, step, episodes, wall seconds) from `logdir`."""
-    ckpt = logdir / "checkpoint"
-    disk, saved = checkpoint.load_pytree(ckpt, checkpoint.keys_to_data(state))
+    """Restore (state, buffer, history rows, step, episodes, wall seconds) from the newest good
+    checkpoint generation in `logdir`, or from the old-format pair when there is no generation."""
+    disk, saved = run_files.load_state(logdir, checkpoint.keys_to_data(state))
     state = checkpoint.keys_from_data(disk, state)
     step = int(saved["step"])
     for k, v in load_history(logdir, step).items():  # the in-progress episode is cut at `step`
         history[k][:step] = v
     rows, valid = _rows(history, 0, step, step)
     buffer = jax.jit(buffer_add, donate_argnums=0)(buffer, rows, valid)
-    evals = logdir / "evals.jsonl"
-    lines = evals.read_text().splitlines() if evals.exists() else []
-    kept = []
-    for line in lines:
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError):  # a line half-written when the run was killed
-            pass
-    checkpoint.atomic_write_bytes(evals, "".join(kept).encode())
-    for pattern in ("*.json.*.tmp", "*.msgpack.*.tmp", "history.npz.*.tmp", "evals.jsonl.*.tmp"):
-        for leftover in [*logdir.glob(pattern), *(logdir / "snapshots").glob(pattern)]:
-            leftover.unlink(missing_ok=True)  # temp files of a write the kill interrupted
-    for s, _ in list_snapshots(logdir):
-        if s > step:  # written after the checkpoint; will be redone
-            for path in (checkpoint.msgpack_path(snapshot_prefix(logdir, s)),
-                         checkpoint.json_path(snapshot_prefix(logdir, s))):
-                Path(path).unlink(missing_ok=True)
+    run_files.cut_back_to(logdir, step)
     return state, buffer, step, int(saved["episodes"]), float(saved["wall_seconds"])
+
+
+def _start(config: BehaviorConfig, logdir: Path, resume: bool, obs_dim: int, act_dim: int,
+           pos_dim: int):
+    """(run metadata, state, buffer, history, step, episodes, wall seconds): fresh from config.seed,
+    or restored from the run's checkpoint when `resume` (ValueError for a checkpoint without
+    `resume`, or one saved with another config)."""
+    saved = run_files.saved_metadata(logdir)
+    if saved is not None and not resume:
+        raise ValueError(f"{logdir} already holds a run; pass --resume to continue it or use a new --logdir.")
+    if saved is not None:
+        _check_same_config(logdir, saved, config_to_dict(config))
+        if saved.get("obs_dim", obs_dim) != obs_dim:  # e.g. a 105-dim Ant run of earlier versions
+            raise ValueError(f"--resume: {logdir} has {saved['obs_dim']}-dim observations, this "
+                             f"version's {config.env_id} has {obs_dim}; use a new --logdir.")
+    meta = {"config": config_to_dict(config), "command": training_command(config, logdir),
+            "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
+                      f"{os.cpu_count()} host cores)",
+            "jax_version": jax.__version__, "obs_dim": obs_dim, "act_dim": act_dim}
+    state = init_state(config, obs_dim, act_dim)
+    buffer = jax.jit(buffer_init, static_argnums=(0, 1, 2))(config.total_steps, obs_dim, act_dim)
+    history = _empty_history(config.total_steps, obs_dim, act_dim, pos_dim)
+    if saved is not None:
+        state, buffer, step, episodes, wall = _resume(logdir, state, buffer, history)
+    else:
+        step, episodes, wall = 0, 0, 0.0
+        rundir.write_text_atomic(logdir / "evals.jsonl", "")
+        for stale in (logdir / "snapshots").glob("step_*"):  # of a run killed before its checkpoint
+            stale.unlink()
+    rundir.write_text_atomic(logdir / "config.json", json.dumps(meta, indent=2))
+    return meta, state, buffer, history, step, episodes, wall
+
+
+def _write_eval_outputs(logdir: Path, meta: dict, state: BehaviorState, history: dict, row: dict,
+                        returns: np.ndarray, wall: float) -> None:
+    """At an evaluation: the evals.jsonl line `row`, the actor snapshot, history.npz and the
+    checkpoint, in that order (so the checkpoint never runs ahead of the other files)."""
+    step = row["step"]
+    rundir.append_lines(logdir / "evals.jsonl", [json.dumps(row) + "\n"])
+    checkpoint.save_pytree(snapshot_prefix(logdir, step), state.sac.actor_params, {
+        **meta, "env_id": meta["config"]["env_id"], "step": step, "seed": meta["config"]["seed"],
+        "sac": meta["config"]["sac"], "eval_return_mean": row["return_mean"],
+        "eval_return_std": row["return_std"], "eval_returns": returns.tolist(),
+        "sac_updates": row["sac_updates"], "wall_seconds": row["wall_seconds"]})
+    save_history(logdir, history, step)
+    run_files.save_state(logdir, checkpoint.keys_to_data(state),
+                         {**meta, "step": step, "episodes": row["episodes"], "wall_seconds": wall})
 
 
 def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = False,
@@ -180,42 +219,35 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
     actions for the first start_steps), then one jitted call appends them to the device replay
     buffer and runs as many SAC updates (none before first_update_step). Bootstrapping uses
     `terminated` only. Every eval_every steps (and at the end): deterministic evaluation, a line
-    in evals.jsonl, an actor snapshot snapshots/step_<N>, history.npz (rows [0, N)) and the
-    checkpoint, in that order. The i-th episode of the history (0-based) was reset with seed
-    `reset_seed(config, i)`, also across resumes.
+    in evals.jsonl, an actor snapshot snapshots/step_<N>, history.npz (rows [0, N)) and a
+    checkpoint generation (`mopo_jax.rundir`: checkpoints/gen-<K>, the newest two kept), in that
+    order. The i-th episode of the history (0-based) was reset with seed `reset_seed(config, i)`,
+    also across resumes.
 
-    resume=True continues from the checkpoint: the buffer is rebuilt from the history, evals and
-    snapshots after the checkpoint are dropped, and the episode that was in progress is abandoned
-    (its last saved row is marked truncated) and a fresh one started. Without a checkpoint it
-    starts afresh; a fresh run refuses a logdir that already holds a checkpoint.
+    The run holds `rundir.RunLock(logdir)` (a second process on the same logdir gets RunDirError)
+    and first removes temp files of interrupted writes. resume=True continues from the newest good
+    checkpoint generation (or, in a logdir written by earlier versions, from the old pair
+    checkpoint.{msgpack,json}, replaced by generations from the next checkpoint on): the buffer
+    is rebuilt from the history, evals and snapshots after the checkpoint are dropped, and the
+    episode that was in progress is abandoned (its last saved row is marked truncated) and a fresh
+    one started. Without a checkpoint it starts afresh; a fresh run refuses a logdir that already
+    holds a checkpoint.
     """
     logdir = Path(logdir)
-    ckpt = logdir / "checkpoint"
-    has_ckpt = Path(checkpoint.json_path(ckpt)).exists()
-    if has_ckpt and not resume:
-        raise ValueError(f"{logdir} already holds a run; pass --resume to continue it or use a new --logdir.")
-    if has_ckpt:
-        _check_same_config(logdir, config_to_dict(config))
     env = make_env(config)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    logdir.mkdir(parents=True, exist_ok=True)
-    meta = {"config": config_to_dict(config), "command": training_command(config, logdir),
-            "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
-                      f"{os.cpu_count()} host cores)",
-            "jax_version": jax.__version__, "obs_dim": obs_dim, "act_dim": act_dim}
-    state = init_state(config, obs_dim, act_dim)
-    buffer = jax.jit(buffer_init, static_argnums=(0, 1, 2))(config.total_steps, obs_dim, act_dim)
-    history = _empty_history(config.total_steps, obs_dim, act_dim)
-    evals_path = logdir / "evals.jsonl"
-    if has_ckpt:
-        state, buffer, step, episodes, wall = _resume(logdir, state, buffer, history)
-    else:
-        step, episodes, wall = 0, 0, 0.0
-        checkpoint.atomic_write_bytes(evals_path, b"")
-        for stale in (logdir / "snapshots").glob("step_*"):  # of a run killed before its checkpoint
-            stale.unlink()
-    checkpoint.atomic_write_bytes(logdir / "config.json", json.dumps(meta, indent=2).encode())
+    try:
+        with rundir.RunLock(logdir):
+            rundir.clean_stale_temp_files(logdir, extra_dirs=("snapshots",))
+            return _train(config, logdir, resume, progress, env)
+    finally:
+        env.close()
 
+
+def _train(config: BehaviorConfig, logdir: Path, resume: bool, progress: bool, env) -> dict:
+    """The body of `train_behavior`, run holding the lock."""
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    meta, state, buffer, history, step, episodes, wall = _start(config, logdir, resume, obs_dim,
+                                                                act_dim, position_dim(env))
     act = jax.jit(make_act_fn(config))
     act_key = _root_keys(config)[2]
     chunk_impl, traces = make_chunk_fn(config), [0]
@@ -241,8 +273,10 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
                 obs, _ = env.reset(seed=reset_seed(config, episodes))
                 episodes += 1
             action = np.asarray(act(actor, obs.astype(np.float32), act_key, np.int32(t)))
-            next_obs, reward, terminated, truncated, _ = env.step(action)
+            next_obs, reward, terminated, truncated, info = env.step(action)
             for k, v in zip(HISTORY_FIELDS, (obs, action, reward, next_obs, terminated, truncated)):
+                history[k][t] = v
+            for k, v in info[INFO_KEY].items():
                 history[k][t] = v
             obs = next_obs
             if terminated or truncated:
@@ -266,23 +300,12 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
                "wall_seconds": round(wall, 3), "steps_per_second": round(steps_per_s, 2),
                "episodes": episodes, "sac_updates": int(state.sac.step), **info}
         evals.append(row)
-        with open(evals_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        checkpoint.save_pytree(snapshot_prefix(logdir, step), state.sac.actor_params, {
-            **meta, "env_id": config.env_id, "step": step, "seed": config.seed,
-            "sac": meta["config"]["sac"], "eval_return_mean": row["return_mean"],
-            "eval_return_std": row["return_std"], "eval_returns": returns.tolist(),
-            "sac_updates": row["sac_updates"],
-            "wall_seconds": row["wall_seconds"]})
-        save_history(logdir, history, step)
-        checkpoint.save_pytree(ckpt, checkpoint.keys_to_data(state), {**meta, "step": step, "episodes": episodes,
-                                                       "wall_seconds": wall})
+        _write_eval_outputs(logdir, meta, state, history, row, returns, wall)
         if progress:
             bar.write(f"step {step:8d}  return {row['return_mean']:9.1f} ± {row['return_std']:7.1f}"
                       f"  {steps_per_s:7.1f} env+update steps/s  alpha {info['alpha']:.3f}")
         interval_start, interval_step = time.perf_counter(), step
     bar.close()
-    env.close()
     seconds = time.perf_counter() - call_start
     best = max(evals, key=lambda r: r["return_mean"]) if evals else None
     return {"env_id": config.env_id, "logdir": str(logdir), "steps": step, "episodes": episodes,

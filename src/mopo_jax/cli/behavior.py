@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from mopo_jax.behavior.artifacts import export_policy, select_expert_step, select_medium_step
     from mopo_jax.behavior.train import train_behavior
+    from mopo_jax.rundir import RunDirError
 
     try:
         if argv[:1] == ["export"]:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             max_episode_steps=args.max_episode_steps, reward=args.reward)
         logdir = args.logdir or default_logdir(config)
         summary = train_behavior(config, logdir, resume=args.resume, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, RunDirError) as err:
         return fail(err)
     print(json.dumps(summary))
     return 0

@@ -12,7 +12,9 @@ from mopo_jax.envs.catalog import dataset_names
 def build_parser() -> argparse.ArgumentParser:
     """The flags of `python -m mopo_jax.data`."""
     parser = argparse.ArgumentParser(prog="python -m mopo_jax.data", description=__doc__)
-    parser.add_argument("--dataset", required=True, help=f"one of: {', '.join(dataset_names())}")
+    parser.add_argument("--dataset", required=True,
+                        help=f"one of: {', '.join(dataset_names())}; Minari ids "
+                        "(mujoco/hopper/medium-v0) and D4RL names (hopper-medium-v2) work too")
     parser.add_argument("--num-steps", type=int, default=None,
                         help="keep (and build) only the first N transitions; default: all (1M)")
     parser.add_argument("--offline", action="store_true",
@@ -20,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--download-timeout", type=float, default=60.0,
                         help="seconds before a Minari download attempt is abandoned")
     parser.add_argument("--rebuild", action="store_true",
-                        help="delete this project's local build of the dataset and build it again")
+                        help="remove broken local copies of the dataset and build this size "
+                        "again (the old copy is replaced only once the new one is complete)")
     return parser
 
 
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(args.dataset, num_steps=args.num_steps,
                                allow_download=False if args.offline else None,
                                download_timeout_s=args.download_timeout, rebuild=args.rebuild)
-    except (ValueError, DatasetError) as err:
+    except (ValueError, DatasetError, OSError) as err:  # OSError: e.g. a read-only Minari root
         return fail(err)
     print(summary(dataset))
     return 0

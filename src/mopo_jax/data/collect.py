@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 
+from mopo_jax.envs.make import make_env
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.policy import actor_from_params
 
@@ -13,14 +14,13 @@ FIRST_RESET_SEED = 123  # the Minari/Farama recipe: episode i is reset with seed
 
 
 def collect_random_steps(env_id: str, num_steps: int, first_seed: int = FIRST_RESET_SEED) -> dict:
-    """Step a Gymnasium env with uniform `action_space.sample()` actions for `num_steps` steps.
+    """Step env `env_id` (made by `mopo_jax.envs.make.make_env`) with uniform
+    `action_space.sample()` actions for `num_steps` steps.
 
     The action space is seeded once with `first_seed`, so the data is exactly reproducible.
     Returns the dict of `collect_steps`.
     """
-    import gymnasium as gym
-
-    env = gym.make(env_id)
+    env = make_env(env_id)
     env.action_space.seed(first_seed)
     return collect_steps(env, num_steps, lambda obs: env.action_space.sample(), first_seed)
 
@@ -102,12 +102,12 @@ def steps_from_flat(observations: np.ndarray, actions: np.ndarray, rewards: np.n
 def collect_policy_steps(env_id: str, actor_params, num_steps: int, seed: int = 0,
                          first_reset_seed: int = FIRST_RESET_SEED,
                          policy_meta: dict | None = None) -> dict:
-    """`num_steps` steps of `env_id` with the stochastic policy tanh(μ(s) + σ(s)·ε), ε ~ N(0, I)
-    drawn from numpy's PCG64(seed); episode i reset with seed first_reset_seed + i.
+    """`num_steps` steps of `env_id` (made by `mopo_jax.envs.make.make_env`) with the stochastic
+    policy tanh(μ(s) + σ(s)·ε), ε ~ N(0, I) drawn from numpy's PCG64(seed); episode i reset with
+    seed first_reset_seed + i.
 
     Returns the dict of `collect_steps`.
     """
-    import gymnasium as gym
     import jax
 
     sac = (policy_meta or {}).get("sac")
@@ -120,4 +120,4 @@ def collect_policy_steps(env_id: str, actor_params, num_steps: int, seed: int = 
         mean, log_std = (np.asarray(x[0], np.float64) for x in mean_log_std(actor_params, obs))
         return np.tanh(mean + np.exp(log_std) * rng.standard_normal(mean.shape)).astype(np.float32)
 
-    return collect_steps(gym.make(env_id), num_steps, choose, first_reset_seed)
+    return collect_steps(make_env(env_id), num_steps, choose, first_reset_seed)

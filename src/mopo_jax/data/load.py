@@ -5,28 +5,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import re
-import shutil
 
 import flax.struct
 import numpy as np
 
 from mopo_jax import paths
 from mopo_jax.data import minari_io, recipes
+from mopo_jax.data.flat import DatasetError, file_stamp, load_flat, rebuild_hint
 from mopo_jax.envs.catalog import (BUILDABLE_LEVELS, D4RL_REF_SOURCE, ENVS, HISTORY_LEVELS,
-                                   OOD_DATASETS, OOD_REF_SOURCE, canonical_name, normalize_return,
-                                   parse_dataset_name)
+                                   MINARI_NAMESPACE, MINARI_OFFICIAL_LEVELS, OOD_DATASETS,
+                                   OOD_REF_SOURCE, OUR_NAMESPACE, canonical_name, normalize_return,
+                                   parse_dataset_name, resolve_name)
 from mopo_jax.types import Transitions
 
 log = logging.getLogger("mopo_jax.data")
 
 DEFAULT_NUM_STEPS = 1_000_000
-OUR_NAMESPACE = "mopo_jax"
-
-
-class DatasetError(RuntimeError):
-    """A dataset cannot be resolved, built or read; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +31,8 @@ class DatasetInfo:
     name: str
     env_name: str
     env_id: str
-    source: str  # "local Minari cache", "Minari download" or "built locally"
+    source: str  # "local Minari cache", "Minari download", "built locally" or
+    # "built locally (download failed: <reason>)"
     minari_id: str
     path: str
     num_episodes: int
@@ -44,7 +40,7 @@ class DatasetInfo:
     ref_max_score: float
     ref_source: str
     task: str = ""  # an OOD task name (mopo_jax.envs.ood) when the evaluation env has a target reward
-    data_stamp: str = ""  # sha256 of the Minari id and its data files' sizes and mtimes
+    data_stamp: str = ""  # sha256 of the Minari id and its data files' flat.file_stamp
 
 
 class Dataset(flax.struct.PyTreeNode):
@@ -91,94 +87,124 @@ def _built_size(minari_id: str) -> int:
     return 2 * DEFAULT_NUM_STEPS if level == "medium-expert" else DEFAULT_NUM_STEPS
 
 
-def _file_stamp(minari_id: str) -> list[int]:
-    data_dir = paths.minari_dataset_dir(minari_id) / "data"
-    files = sorted(data_dir.iterdir())
-    return [f.stat().st_size for f in files] + [f.stat().st_mtime_ns for f in files]
-
-
-def _load_flat(minari_id: str, name: str) -> dict:
-    """Flat arrays of a Minari dataset, via a .npz cache keyed by the data file's size and mtime."""
-    stamp = _file_stamp(minari_id)
-    cache = paths.flat_cache_path(minari_id)
-    if cache.exists():
-        try:
-            with np.load(cache) as npz:
-                if npz["stamp"].tolist() == stamp:
-                    return {k: npz[k] for k in npz.files if k != "stamp"}
-            log.info("flat cache %s is stale; re-reading the Minari dataset", cache)
-        except Exception as err:  # a damaged cache is only a cache: rebuild it
-            log.info("flat cache %s unreadable (%s); re-reading the Minari dataset", cache, err)
-    try:
-        arrays = minari_io.read_flat(minari_id)
-    except minari_io.UnreadableDataset as err:
-        raise DatasetError(f"{err} The file is corrupt or truncated: run `python -m mopo_jax.data "
-                           f"--dataset {name} --rebuild` to rebuild or re-download it.") from err
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, stamp=np.asarray(stamp), **arrays)
-    os.replace(tmp, cache)
-    return arrays
-
-
-def _unavailable(name: str, official: str, ours: str, why: str) -> DatasetError:
-    return DatasetError(
-        f"Dataset {name!r} is not in the local Minari cache (tried {official}-v* and {ours}-v* "
-        f"under {paths.minari_root()}) and could not be downloaded; {why} Or download it where "
-        f"the network allows (`minari download {official}-v0`) and copy the folder into "
-        f"MINARI_DATASETS_PATH here.")
-
-
-def _build(env: str, level: str, num_steps: int | None, official: str, ours: str) -> str:
-    """Build (env, level) locally; returns its Minari id."""
-    name = canonical_name(env, level)
-    if level not in BUILDABLE_LEVELS + HISTORY_LEVELS:
-        raise _unavailable(name, official, ours, f"this project does not build {level!r} itself "
-                           f"(it builds {', '.join(BUILDABLE_LEVELS)} and {', '.join(OOD_DATASETS)}).")
+def _build_id(ours: str, level: str, num_steps: int | None) -> tuple[str, int]:
+    """(Minari id, size) that a local build of this request gets."""
     default = 2 * DEFAULT_NUM_STEPS if level == "medium-expert" else DEFAULT_NUM_STEPS
     size = default if level in HISTORY_LEVELS else (num_steps or default)
-    minari_id = f"{ours}-v0" if size == default else f"{ours}-n{size}-v0"
-    log.info("[c] building %s locally", minari_id)
-    try:
-        if level == "medium-expert":
-            half = size // 2
-            medium = load_dataset(f"{env}-medium", num_steps=half, allow_download=False)
-            expert = load_dataset(f"{env}-expert", num_steps=size - half, allow_download=False)
-            steps = recipes.concat_steps(recipes.flat_steps(medium), recipes.flat_steps(expert))
-            recipes.write_steps(minari_id, steps, env, f"{env}-medium ({half} steps) followed by "
-                                f"{env}-expert ({size - half} steps)")
-        else:
-            recipes.build_level(env, level, minari_id, size)
-    except (recipes.RecipeInputMissing, DatasetError) as err:
-        raise _unavailable(name, official, ours, f"it cannot be built here: {err}") from err
+    return (f"{ours}-v0" if size == default else f"{ours}-n{size}-v0"), size
+
+
+def _unavailable(name: str, official: str | None, ours: str, download: str, why: str) -> DatasetError:
+    tried = " and ".join(f"{prefix}-v*" for prefix in (official, ours) if prefix)
+    hint = (f" Or download it where the network allows (`minari download {official}-v0`) and copy "
+            f"the folder into MINARI_DATASETS_PATH here." if official else "")
+    return DatasetError(f"Dataset {name!r} is not in the local Minari cache (tried {tried} under "
+                        f"{paths.minari_root()}); {download}; {why}{hint}")
+
+
+def _build(env: str, level: str, num_steps: int | None, rebuild: bool, allow_download: bool,
+           download_timeout_s: float) -> str:
+    """Build (env, level) locally, swapping it in only when complete; returns its Minari id.
+    medium-expert loads its halves like any dataset (download flags passed on). Raises
+    RecipeInputMissing or DatasetError when it cannot be built here."""
+    ours = f"{OUR_NAMESPACE}/{env}/{level}"
+    if level not in BUILDABLE_LEVELS + HISTORY_LEVELS:
+        raise recipes.RecipeInputMissing(
+            f"this project does not build {level!r} itself (it builds "
+            f"{', '.join(BUILDABLE_LEVELS)} and {', '.join(OOD_DATASETS)}).")
+    minari_id, size = _build_id(ours, level, num_steps)
+    log.info("[c] %s %s locally", "--rebuild: rebuilding" if rebuild else "building", minari_id)
+    if level == "medium-expert":
+        half = size // 2
+        try:
+            flags = dict(allow_download=allow_download, download_timeout_s=download_timeout_s)
+            medium = load_dataset(f"{env}-medium", num_steps=half, **flags)
+            expert = load_dataset(f"{env}-expert", num_steps=size - half, **flags)
+        except DatasetError as err:
+            raise recipes.RecipeInputMissing(f"it is {env}-medium followed by {env}-expert, and "
+                                             f"one half cannot be made. {err}") from err
+        steps = recipes.concat_steps(recipes.flat_steps(medium), recipes.flat_steps(expert))
+        recipes.write_steps(minari_id, steps, env, f"{env}-medium ({half} steps of "
+                            f"{medium.info.minari_id}) followed by {env}-expert ({size - half} "
+                            f"steps of {expert.info.minari_id})")
+    else:
+        recipes.build_level(env, level, minari_id, size)
+    paths.flat_cache_path(minari_id).unlink(missing_ok=True)
     return minari_id
+
+
+def _clear_broken(prefixes: list[str], name: str, rebuild: bool) -> None:
+    """Log (and under --rebuild remove) local folders of this dataset that hold no readable data."""
+    for minari_id in [i for prefix in prefixes for i in minari_io.broken_ids(prefix)]:
+        path = paths.minari_dataset_dir(minari_id)
+        if rebuild:
+            log.warning("--rebuild: removing the broken %s at %s", minari_id, path)
+            minari_io.remove_dataset(minari_id)
+        else:
+            log.warning("ignoring %s at %s: its data file does not open (an interrupted download "
+                        "or build?); %s", minari_id, path, rebuild_hint(name))
+
+
+def _drop_bad_official(official: str | None, name: str) -> None:
+    """Under --rebuild: remove a local official copy whose data fails to read or check."""
+    for minari_id in minari_io.local_ids(official) if official else []:
+        try:
+            load_flat(minari_id, name)
+        except DatasetError as err:
+            log.warning("--rebuild: removing %s: %s", minari_id, err)
+            minari_io.remove_dataset(minari_id)
 
 
 def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
              download_timeout_s: float, rebuild: bool) -> tuple[str, str]:
     """Find or make the Minari dataset for (env, level); returns (minari_id, source)."""
     name = canonical_name(env, level)
-    official, ours = f"mujoco/{env}/{level}", f"{OUR_NAMESPACE}/{env}/{level}"
-    need = num_steps or 0
+    official = f"{MINARI_NAMESPACE}/{env}/{level}" if level in MINARI_OFFICIAL_LEVELS else None
+    ours = f"{OUR_NAMESPACE}/{env}/{level}"
+    _clear_broken([p for p in (official, ours) if p], name, rebuild)
     if rebuild:
-        for minari_id in minari_io.local_ids(ours):
-            log.info("--rebuild: removing %s", minari_id)
-            shutil.rmtree(paths.minari_dataset_dir(minari_id))
-    local = [i for i in minari_io.local_ids(official) if not rebuild]
-    local += [i for i in minari_io.local_ids(ours) if _built_size(i) >= need]
-    if local:
-        log.info("[a] local Minari cache: found %s", local[0])
-        return local[0], "local Minari cache"
-    log.info("[a] local Minari cache: no %s-v* or %s-v*", official, ours)
-    if not allow_download or name in OOD_DATASETS:
-        log.info("[b] Minari download: skipped (%s)", "no official dataset" if name in OOD_DATASETS
-                 else f"offline: {paths.OFFLINE_ENV_VAR}=1 or --offline")
+        _drop_bad_official(official, name)
+        kept = minari_io.local_ids(official) if official else []
+        if kept and level not in BUILDABLE_LEVELS + HISTORY_LEVELS:
+            log.info("--rebuild: %s is not built here; keeping the intact %s", name, kept[0])
+            return kept[0], "local Minari cache"
     else:
-        downloaded = minari_io.try_download(official, download_timeout_s)
-        if downloaded:
-            log.info("[b] Minari download: got %s", downloaded)
-            return downloaded, "Minari download"
-    return _build(env, level, num_steps, official, ours), "built locally"
+        local = minari_io.local_ids(official) if official else []
+        local += [i for i in minari_io.local_ids(ours) if _built_size(i) >= (num_steps or 0)]
+        if local:
+            log.info("[a] local Minari cache: found %s", local[0])
+            return local[0], "local Minari cache"
+        log.info("[a] local Minari cache: no %s", " or ".join(f"{p}-v*" for p in (official, ours) if p))
+    downloaded, download, failure = _download(official, allow_download, download_timeout_s, rebuild)
+    if downloaded:
+        return downloaded, "Minari download"
+    try:
+        built = _build(env, level, num_steps, rebuild, allow_download, download_timeout_s)
+    except (recipes.RecipeInputMissing, DatasetError) as err:
+        raise _unavailable(name, official, ours, download, f"it cannot be built here: {err}") from err
+    return built, "built locally" + (f" (download failed: {failure})" if failure else "")
+
+
+def _download(official: str | None, allow: bool, timeout_s: float,
+              rebuild: bool) -> tuple[str | None, str, str | None]:
+    """Step (b): (downloaded id or None, what happened, the failure reason or None)."""
+    if official is None:
+        note = "Minari has no such dataset, so no download was tried"
+    elif not allow:
+        note = f"no download was tried (offline: {paths.OFFLINE_ENV_VAR}=1 or --offline)"
+    elif rebuild and minari_io.local_ids(official):
+        note = f"no download was tried: --rebuild keeps the intact {official} and rebuilds ours"
+    else:
+        try:
+            downloaded = minari_io.try_download(official, timeout_s)
+        except minari_io.DownloadFailed as err:
+            log.warning("[b] Minari download of %s-v* failed (%s): building it locally instead",
+                        official, err)
+            return None, f"the Minari download failed ({err})", str(err)
+        log.info("[b] Minari download: got %s", downloaded)
+        return downloaded, "downloaded", None
+    log.info("[b] Minari download: skipped (%s)", note)
+    return None, note, None
 
 
 def load_dataset(name: str, *, num_steps: int | None = None, allow_download: bool | None = None,
@@ -187,26 +213,35 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
 
     Resolution, each step logged in one line on the 'mopo_jax.data' logger: (a) the local Minari
     cache (MINARI_DATASETS_PATH or ~/.minari/datasets), official `mujoco/<env>/<level>` first, then
-    our own builds `mopo_jax/<env>/<level>`; (b) a Minari download, bounded by
-    `download_timeout_s` and skipped when `allow_download` is False (default: unless
-    MOPO_JAX_OFFLINE=1); (c) a local build (every level but 'simple': see mopo_jax.data.recipes).
-    The first read is cached as .npz under MOPO_JAX_CACHE_DIR, so later loads take seconds.
+    our own builds `mopo_jax/<env>/<level>`; folders whose data file does not open (an interrupted
+    download or build) are ignored with a warning; (b) a Minari download into a temporary folder,
+    renamed into place when complete, bounded by `download_timeout_s`; only for the levels Minari
+    has (catalog.MINARI_OFFICIAL_LEVELS) and skipped when `allow_download` is False (default:
+    unless MOPO_JAX_OFFLINE=1); a failed download is logged as a WARNING and named in
+    info.source; (c) a local build (every level but 'simple': see mopo_jax.data.recipes).
+    The values are checked (`check_values`) and the first read is cached as .npz under
+    MOPO_JAX_CACHE_DIR, so later loads take seconds.
 
     Args:
-      name: '<env>-<level>', see `mopo_jax.envs.catalog.dataset_names()`.
+      name: '<env>-<level>' (see `mopo_jax.envs.catalog.dataset_names()`), a Minari id
+        ('mujoco/hopper/medium-v0') or a D4RL name ('hopper-medium-v2', mapped with a warning).
       num_steps: keep only the first num_steps transitions (and build only that many if building).
-      rebuild: delete our own local build of this dataset first and build it again.
+      rebuild: remove broken local copies of this dataset (and an official copy whose values fail
+        the check), then build this request's size again; the old copy of that size is replaced
+        only once the new one is complete, other sizes are kept.
     Returns: Dataset with N = num_steps (or all) transitions.
     """
-    env, level = parse_dataset_name(name)
+    canonical, note = resolve_name(name)
+    if note:
+        log.warning("%s", note)
+    env, level = parse_dataset_name(canonical)
     if num_steps is not None and num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps}.")
     if allow_download is None:
         allow_download = not paths.offline_by_default()
     minari_id, source = _resolve(env, level, num_steps, allow_download, download_timeout_s, rebuild)
-    name = canonical_name(env, level)
-    arrays = _load_flat(minari_id, name)
-    return _assemble(arrays, env, name, minari_id, source, num_steps)
+    arrays = load_flat(minari_id, canonical)
+    return _assemble(arrays, env, canonical, minari_id, source, num_steps)
 
 
 def _assemble(arrays: dict, env: str, name: str, minari_id: str, source: str,
@@ -232,7 +267,7 @@ def _assemble(arrays: dict, env: str, name: str, minari_id: str, source: str,
         minari_id=minari_id, path=str(paths.minari_dataset_dir(minari_id)),
         num_episodes=int(arrays["episode_ends"].sum()), ref_min_score=ref_min,
         ref_max_score=ref_max, ref_source=ref_source, task=task,
-        data_stamp=hashlib.sha256(repr((minari_id, _file_stamp(minari_id))).encode()).hexdigest())
+        data_stamp=hashlib.sha256(repr((minari_id, file_stamp(minari_id))).encode()).hexdigest())
     return Dataset(info=info, **arrays)
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import json
 import os
 import re
 import shutil
@@ -11,15 +10,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from mopo_jax import paths
+from mopo_jax.envs.make import env_spec
 
-log = logging.getLogger("mopo_jax.data")
+NAMESPACE_METADATA_FILE = "namespace_metadata.json"  # what minari.namespace writes per namespace
 
 
 class UnreadableDataset(RuntimeError):
@@ -59,61 +57,129 @@ def read_flat(minari_id: str) -> dict:
     return arrays
 
 
-def local_ids(prefix: str) -> list[str]:
-    """Local Minari ids `prefix-v<k>` and `prefix-n<size>-v<k>`, found on disk (newest first)."""
-    parent = paths.minari_dataset_dir(prefix.rsplit("/", 1)[0])
-    stem = prefix.rsplit("/", 1)[1]
+def dataset_state(minari_id: str, root: Path | None = None) -> str:
+    """'absent', 'intact' or 'broken' for Minari dataset `minari_id` under `root` (a cheap check).
+
+    Intact means its data file opens: for HDF5 (the format of every Minari MuJoCo dataset and of
+    our builds) `data/main_data.hdf5` exists, h5py opens it and it holds the `total_episodes` of
+    `data/metadata.json`; another format must load through minari. A killed download or build
+    leaves a folder without data/, or data/ with only metadata.json: that counts as broken.
+    """
+    directory = paths.minari_dataset_dir(minari_id, root)
+    if not directory.exists():
+        return "absent"
+    try:
+        meta = json.loads((directory / "data" / "metadata.json").read_text())
+        if meta.get("data_format", "hdf5") != "hdf5":
+            import minari
+
+            minari.MinariDataset(directory / "data")
+            return "intact"
+        import h5py
+
+        with h5py.File(directory / "data" / "main_data.hdf5", "r") as f:
+            episodes = len(f)  # one group per episode, as Minari's HDF5 storage counts them
+        return "intact" if episodes == int(meta["total_episodes"]) > 0 else "broken"
+    except Exception:  # missing/unparsable metadata, missing or truncated data file
+        return "broken"
+
+
+def _matching_ids(prefix: str) -> list[str]:
+    """Ids `prefix-v<k>` and `prefix-n<size>-v<k>` with a folder on disk (newest version first)."""
+    namespace, stem = prefix.rsplit("/", 1)
+    parent = paths.minari_dataset_dir(namespace)
     pattern = re.compile(rf"{re.escape(stem)}(-n\d+)?-v(\d+)")
     if not parent.is_dir():
         return []
-    found = [d.name for d in parent.iterdir() if pattern.fullmatch(d.name) and (d / "data").is_dir()]
+    found = [d.name for d in parent.iterdir() if pattern.fullmatch(d.name) and d.is_dir()]
     found.sort(key=lambda n: int(pattern.fullmatch(n).group(2)), reverse=True)
-    return [f"{prefix.rsplit('/', 1)[0]}/{n}" for n in found]
+    return [f"{namespace}/{n}" for n in found]
 
 
-def try_download(prefix: str, timeout_s: float) -> str | None:
-    """Download the newest compatible remote version of `prefix` in a killable subprocess."""
-    code = (
-        "import sys, minari\n"
-        "ids = minari.list_remote_datasets(prefix=sys.argv[1], latest_version=True,"
-        " compatible_minari_version=True)\n"
-        "ids = [i for i in ids if i.rsplit('-v', 1)[0] == sys.argv[1]]\n"
-        "assert ids, 'no remote dataset ' + sys.argv[1]\n"
-        "minari.download_dataset(ids[0]); print(ids[0])\n"
-    )
+def local_ids(prefix: str) -> list[str]:
+    """Intact local Minari ids `prefix-v<k>` and `prefix-n<size>-v<k>` (newest version first)."""
+    return [i for i in _matching_ids(prefix) if dataset_state(i) == "intact"]
+
+
+def broken_ids(prefix: str) -> list[str]:
+    """Local folders of `prefix-v<k>` / `prefix-n<size>-v<k>` that hold no readable dataset."""
+    return [i for i in _matching_ids(prefix) if dataset_state(i) == "broken"]
+
+
+def remove_dataset(minari_id: str) -> None:
+    """Delete a local Minari dataset: renamed aside first, so no half-deleted folder stays in place."""
+    trash = Path(tempfile.mkdtemp(prefix=".mopo_jax-trash-", dir=paths.minari_root()))
+    try:
+        os.rename(paths.minari_dataset_dir(minari_id), trash / "dataset")
+    except FileNotFoundError:
+        pass
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _swap_into_place(tmp_root: Path, minari_id: str) -> Path:
+    """Move dataset `minari_id` from the temporary root `tmp_root` (a folder inside the Minari root)
+    into place, replacing whatever folder is there (a broken copy, the one being rebuilt)."""
+    root = paths.minari_root()
+    final_dir = paths.minari_dataset_dir(minari_id, root)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    namespace = minari_id.split("/")[0]
+    real_meta = root / namespace / NAMESPACE_METADATA_FILE
+    if not real_meta.exists():
+        tmp_meta = tmp_root / namespace / NAMESPACE_METADATA_FILE
+        real_meta.write_text(tmp_meta.read_text() if tmp_meta.exists() else "{}")
+    if final_dir.exists():
+        os.rename(final_dir, tmp_root / ".replaced")  # removed with tmp_root by the caller
+    os.rename(paths.minari_dataset_dir(minari_id, tmp_root), final_dir)
+    return final_dir
+
+
+class DownloadFailed(RuntimeError):
+    """A Minari download did not complete (no network, timeout, no such remote dataset)."""
+
+
+DOWNLOAD_SCRIPT = (  # run as `python -c DOWNLOAD_SCRIPT <prefix>`; prints the id it downloaded
+    "import sys, minari\n"
+    "ids = minari.list_remote_datasets(prefix=sys.argv[1], latest_version=True,"
+    " compatible_minari_version=True)\n"
+    "ids = [i for i in ids if i.rsplit('-v', 1)[0] == sys.argv[1]]\n"
+    "assert ids, 'no remote dataset ' + sys.argv[1]\n"
+    "minari.download_dataset(ids[0]); print(ids[0])\n"
+)
+
+
+def try_download(prefix: str, timeout_s: float) -> str:
+    """Download the newest compatible remote version of `prefix`; returns its Minari id.
+
+    The download runs in a killable subprocess whose Minari root (its own environment's
+    MINARI_DATASETS_PATH) is a hidden temporary folder inside ours; only a finished download whose
+    data file opens is renamed into place, so a killed or timed-out one leaves nothing that looks
+    like a dataset. Raises DownloadFailed(reason).
+    """
+    root = paths.minari_root()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".mopo_jax-download-", dir=root))
+    child_env = dict(os.environ, **{paths.MINARI_ENV_VAR: str(tmp_root)})
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", code, prefix], capture_output=True,
-                              text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        log.info("[b] Minari download of %s: no answer in %.0f s, giving up", prefix, timeout_s)
-        return None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1][:160]
-        log.info("[b] Minari download of %s failed after %.1f s: %s", prefix,
-                 time.perf_counter() - start, last)
-        return None
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def minari_root_str() -> str:
-    from minari.storage.datasets_root_dir import get_dataset_path
-
-    return str(get_dataset_path())
-
-
-@contextlib.contextmanager
-def _minari_root(path: Path) -> Iterator[None]:
-    """Temporarily point Minari at another datasets root (restored on exit, even on error)."""
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
-    try:
-        yield
+        try:
+            proc = subprocess.run([sys.executable, "-c", DOWNLOAD_SCRIPT, prefix], env=child_env,
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DownloadFailed(f"no complete answer in {timeout_s:.0f} s") from None
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1][:160]
+            raise DownloadFailed(f"failed after {time.perf_counter() - start:.1f} s: {last}")
+        minari_id = (proc.stdout.strip().splitlines() or [""])[-1]
+        if not re.fullmatch(rf"{re.escape(prefix)}-v\d+", minari_id):
+            raise DownloadFailed(f"the download reported {minari_id!r}, not a version of {prefix}")
+        if dataset_state(minari_id, tmp_root) != "intact":
+            raise DownloadFailed(f"the downloaded {minari_id} is incomplete (its data file does "
+                                 "not open)")
+        _swap_into_place(tmp_root, minari_id)
     finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return minari_id
 
 
 def _episode_buffers(steps: dict) -> list:
@@ -142,41 +208,32 @@ def write_minari_dataset(
     dataset_id: str, steps: dict, env_id: str, *, description: str, algorithm_name: str,
     ref_min_score: float, ref_max_score: float,
 ) -> Path:
-    """Write collected steps as ONE Minari dataset `dataset_id`, atomically.
+    """Write collected steps (the dict of `collect.collect_steps`) as ONE Minari dataset
+    `dataset_id`, atomically; returns its folder.
 
-    The dataset is created under a hidden temporary root next to the real Minari root, then renamed
-    into place, so a build killed halfway never leaves a dataset that loads as if complete.
-    Returns the final dataset directory. Raises FileExistsError if it already exists.
+    It is written with Minari's storage API (`MinariStorage.new` takes the data path, unlike
+    `minari.create_dataset_from_buffers`, which only writes under $MINARI_DATASETS_PATH) into a
+    hidden temporary root inside the Minari root, then renamed into place, replacing any folder
+    already there (a broken copy, or the dataset being rebuilt). A build killed halfway leaves
+    nothing that looks like a dataset, and an old copy stays until the new one is complete.
     """
     import minari
-    from minari.storage.datasets_root_dir import get_dataset_path
+    from minari.dataset.minari_storage import MinariStorage
 
-    final_dir = get_dataset_path(dataset_id)
-    if final_dir.exists():
-        raise FileExistsError(f"Minari dataset {dataset_id!r} already exists at {final_dir}.")
-    root = get_dataset_path()
+    root = paths.minari_root()
+    root.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix=".mopo_jax-build-", dir=root))
     try:
-        with _minari_root(tmp_root), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # Minari nags about optional metadata
-            minari.create_dataset_from_buffers(
-                dataset_id=dataset_id,
-                buffer=_episode_buffers(steps),
-                env=env_id,
-                algorithm_name=algorithm_name,
-                author="mopo_jax (built locally)",
-                description=description,
-                ref_min_score=ref_min_score,
-                ref_max_score=ref_max_score,
-            )
-            built_dir = get_dataset_path(dataset_id)
-        final_dir.parent.mkdir(parents=True, exist_ok=True)
-        namespace = dataset_id.split("/")[0]
-        tmp_namespace_meta = tmp_root / namespace / "namespace_metadata.json"
-        real_namespace_meta = root / namespace / "namespace_metadata.json"
-        if tmp_namespace_meta.exists() and not real_namespace_meta.exists():
-            shutil.copyfile(tmp_namespace_meta, real_namespace_meta)
-        os.rename(built_dir, final_dir)
+        data_dir = paths.minari_dataset_dir(dataset_id, tmp_root) / "data"
+        data_dir.mkdir(parents=True)
+        storage = MinariStorage.new(data_dir, env_spec=env_spec(env_id))  # 27-dim Ant etc.
+        storage.update_metadata({
+            "dataset_id": dataset_id, "author": {"mopo_jax (built locally)"},
+            "algorithm_name": algorithm_name, "description": description,
+            "minari_version": minari.__version__,
+            "ref_min_score": ref_min_score, "ref_max_score": ref_max_score,
+        })
+        storage.update_episodes(_episode_buffers(steps))
+        return _swap_into_place(tmp_root, dataset_id)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    return final_dir

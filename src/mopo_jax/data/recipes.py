@@ -16,7 +16,9 @@ Where the inputs come from:
                      $MOPO_JAX_BEHAVIOR_DIR/<env> (default <cache>/behavior/<env>) must exist.
   halfcheetah-jump   the whole replay buffer of the behaviour run `halfcheetah-vel3` (SAC on
   ant-angle          HalfCheetah with velocity capped at 3) / `ant` (SAC on Ant), relabelled with
-                     the target reward (mopo_jax.envs.ood), as in MOPO §5.2.
+                     the target reward (mopo_jax.envs.ood), as in MOPO §5.2; the run's history
+                     must hold the per-step extras (root positions, reset height, contact forces)
+                     that the target rewards need besides (s, a, s').
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mopo_jax import paths
-from mopo_jax.behavior.artifacts import history_length, load_history, load_policy
+from mopo_jax.behavior.artifacts import history_extras, history_length, load_history, load_policy
 from mopo_jax.data.collect import (FIRST_RESET_SEED, collect_policy_steps, collect_random_steps,
                                    steps_from_flat)
 from mopo_jax.data.minari_io import write_minari_dataset
@@ -117,6 +119,28 @@ def write_steps(minari_id: str, steps: dict, env: str, what: str, ood: bool = Fa
                          algorithm_name="mopo_jax behaviour SAC", **refs)
 
 
+def _ood_steps(name: str, env_id: str) -> tuple[dict, str]:
+    """(steps dict, description) of OOD dataset `name`: its behaviour run's whole history with the
+    rewards relabelled by the target reward, from (s, a, s') and the per-step extras the history
+    recorded (root positions, reset height, contact forces: see mopo_jax.envs.extras)."""
+    task, run = get_task(name), OOD_DATASETS[name].source_run
+    extra = " --reward halfcheetah-vel3" if run == "halfcheetah-vel3" else ""
+    history = _history(run, env_id, None, extra)
+    try:
+        extras = history_extras(history)
+    except ValueError as err:
+        raise RecipeInputMissing(
+            f"{name} is relabelled from the history of behaviour run {run!r} at "
+            f"{paths.behavior_run_dir(run)}, but {err}. Move that folder away and train it "
+            f"again with {_train_hint(env_id, run, extra)}.") from err
+    history["rewards"] = relabel(Transitions(
+        history["observations"], history["actions"], history["rewards"],
+        history["next_observations"], history["terminations"]), name, extras).rewards
+    what = (f"the whole replay buffer of behaviour run {run!r}, rewards relabelled with the "
+            f"{name} target reward ({task.description})")
+    return _history_steps(history), what
+
+
 def build_level(env: str, level: str, minari_id: str, num_steps: int) -> str:
     """Build dataset `<env>-<level>` (any level but medium-expert and simple) locally as Minari
     `minari_id` (atomic); returns a description of its inputs. Raises RecipeInputMissing when a
@@ -144,15 +168,7 @@ def build_level(env: str, level: str, minari_id: str, num_steps: int) -> str:
         what = (f"the replay buffer of behaviour run {env!r} up to env step {meta['step']}, where "
                 f"the medium policy {prefix.name} was taken")
     elif ood:
-        task, run = get_task(name), OOD_DATASETS[name].source_run
-        extra = " --reward halfcheetah-vel3" if run == "halfcheetah-vel3" else ""
-        history = _history(run, info.env_id, None, extra)
-        history["rewards"] = relabel(Transitions(
-            history["observations"], history["actions"], history["rewards"],
-            history["next_observations"], history["terminations"]), name).rewards
-        steps = _history_steps(history)
-        what = (f"the whole replay buffer of behaviour run {run!r}, rewards relabelled with the "
-                f"{name} target reward ({task.description})")
+        steps, what = _ood_steps(name, info.env_id)
     else:
         raise RecipeInputMissing(f"no local recipe for {name!r}")
     write_steps(minari_id, steps, env, what, ood=ood)

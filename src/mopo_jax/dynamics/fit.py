@@ -149,7 +149,7 @@ def _train_epoch(data: _FitData, carry: _FitCarry, config: DynamicsConfig) -> _F
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
         return (optax.apply_updates(trainable, updates), opt_state), loss
 
-    (trainable, opt_state), losses = jax.lax.scan(
+    (trainable, opt_state), step_losses = jax.lax.scan(
         step, (carry.trainable, carry.opt_state), (idx, weights))
     mse = jnp.mean(losses.per_dim_mse(trainable["net"], data.holdout_x, data.holdout_y,
                                         config.activation), axis=-1)
@@ -160,7 +160,7 @@ def _train_epoch(data: _FitData, carry: _FitCarry, config: DynamicsConfig) -> _F
         epoch=carry.epoch + 1, trainable=trainable, opt_state=opt_state, best_net=best_net,
         best_mse=best_mse, best_epoch=jnp.where(improved, carry.epoch, carry.best_epoch),
         since_update=since,
-        train_loss_history=carry.train_loss_history.at[carry.epoch].set(jnp.mean(losses)),
+        train_loss_history=carry.train_loss_history.at[carry.epoch].set(jnp.mean(step_losses)),
         holdout_mse_history=carry.holdout_mse_history.at[carry.epoch].set(mse))
 
 

@@ -6,6 +6,7 @@ Pure Python (no JAX, no Minari), so command-line help and configs can use it che
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -59,15 +60,72 @@ def dataset_names() -> list[str]:
     return [f"{env}-{level}" for env in ENVS for level in LEVELS] + list(OOD_DATASETS)
 
 
-def parse_dataset_name(name: str) -> tuple[str, str]:
-    """Split 'hopper-medium-replay' into ('hopper', 'medium-replay'); ValueError lists valid names."""
-    key = name.strip().lower()
+OUR_NAMESPACE = "mopo_jax"  # the Minari namespace of this project's local builds
+MINARI_NAMESPACE = "mujoco"  # Minari's official namespace of the MuJoCo datasets
+D4RL_LEVELS = ("random", "medium", "expert", "medium-expert", "medium-replay")
+_MINARI_ID = re.compile(r"(?P<ns>[a-z0-9_]+)/(?P<env>[a-z0-9]+)/(?P<level>[a-z-]+?)(-n\d+)?-v\d+")
+_D4RL_NAME = re.compile(r"(?P<name>[a-z0-9]+-[a-z-]+?)-v\d+")
+
+
+def _our_name(key: str, original: str) -> tuple[str, str]:
+    """'hopper-medium-replay' -> ('hopper', 'medium-replay'); ValueError listing the valid names."""
     if key in OOD_DATASETS:
         return OOD_DATASETS[key].env, OOD_DATASETS[key].level
     env, _, level = key.partition("-")
     if env not in ENVS or level not in LEVELS:
-        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(dataset_names())}.")
+        raise ValueError(f"Unknown dataset {original!r}. Valid names: {', '.join(dataset_names())} "
+                         f"(also as Minari ids, e.g. '{MINARI_NAMESPACE}/hopper/medium-v0', or "
+                         "D4RL names, e.g. 'hopper-medium-v2').")
     return env, level
+
+
+def _from_minari_id(match: re.Match, original: str) -> str:
+    namespace, env, level = match.group("ns"), match.group("env"), match.group("level")
+    if namespace == MINARI_NAMESPACE:
+        if env not in ENVS or level not in MINARI_OFFICIAL_LEVELS:
+            raise ValueError(
+                f"{original!r} is not a Minari dataset: Minari's {MINARI_NAMESPACE}/ namespace holds "
+                f"the levels {', '.join(MINARI_OFFICIAL_LEVELS)} of {', '.join(ENVS)}. "
+                f"Ask for '{env}-{level}' to have this project build it locally.")
+        return f"{env}-{level}"
+    if namespace == OUR_NAMESPACE:
+        return canonical_name(*_our_name(f"{env}-{level}", original))
+    raise ValueError(f"Unknown dataset {original!r}: only the Minari namespaces "
+                     f"{MINARI_NAMESPACE}/ and {OUR_NAMESPACE}/ are known.")
+
+
+def resolve_name(name: str) -> tuple[str, str | None]:
+    """Any accepted dataset name -> (our canonical name, a note to log or None).
+
+    Accepts our names ('hopper-medium-replay', 'halfcheetah-jump'), Minari ids
+    ('mujoco/hopper/medium-v0', 'mopo_jax/hopper/random-v0'; the version is not pinned, the newest
+    local one is used) and D4RL names ('hopper-medium-v2'), which map to our name with a note that
+    the data differ. ValueError names the valid forms.
+    """
+    key = name.strip().lower()
+    minari_match = _MINARI_ID.fullmatch(key)
+    if minari_match:
+        return _from_minari_id(minari_match, name), None
+    d4rl_match = _D4RL_NAME.fullmatch(key)
+    if d4rl_match and key not in OOD_DATASETS:
+        ours = d4rl_match.group("name")
+        env, level = _our_name(ours, name)
+        if level not in D4RL_LEVELS:
+            raise ValueError(f"{name!r} is not a D4RL dataset (D4RL levels: {', '.join(D4RL_LEVELS)}).")
+        return ours, (
+            f"{name!r} is a D4RL name; loading this project's {ours!r} instead. The data differ: "
+            f"D4RL recorded {ENVS[env].env_id.rsplit('-', 1)[0]}-v2 (mujoco-py) with its own "
+            f"policies, whereas Minari's {MINARI_NAMESPACE}/ datasets and this project's builds use "
+            f"{ENVS[env].env_id} (newer MuJoCo, fixed env bugs) and other policies, so results "
+            "compare to D4RL papers only loosely (scores stay normalised with the D4RL reference "
+            "returns).")
+    return canonical_name(*_our_name(key, name)), None
+
+
+def parse_dataset_name(name: str) -> tuple[str, str]:
+    """Split any accepted name (see `resolve_name`) into (env, level), e.g. 'hopper-medium-replay'
+    -> ('hopper', 'medium-replay'); ValueError lists valid names."""
+    return _our_name(resolve_name(name)[0], name)
 
 
 def canonical_name(env: str, level: str) -> str:
@@ -79,10 +137,12 @@ def canonical_name(env: str, level: str) -> str:
 
 
 def env_family(name: str) -> str:
-    """The env family ('hopper', 'walker2d', ...) of a dataset name or a Gymnasium id."""
+    """The env family ('hopper', 'walker2d', ...) of a dataset name (any form) or a Gymnasium id."""
     key = name.strip().lower()
-    if key in OOD_DATASETS:
-        return OOD_DATASETS[key].env
+    try:
+        return parse_dataset_name(key)[0]
+    except ValueError:
+        pass
     family = key.split("-")[0].replace("_", "")
     if family not in ENVS:
         raise ValueError(f"{name!r} names no known env family; known: {', '.join(ENVS)}.")
@@ -90,8 +150,11 @@ def env_family(name: str) -> str:
 
 
 def ood_task(name: str) -> str:
-    """The OOD task name of a dataset ('halfcheetah-jump'), or '' for an ordinary dataset."""
-    key = name.strip().lower()
+    """The OOD task name of a dataset (any form: 'halfcheetah-jump'), or '' for an ordinary one."""
+    try:
+        key = resolve_name(name)[0]
+    except ValueError:
+        return ""
     return key if key in OOD_DATASETS else ""
 
 

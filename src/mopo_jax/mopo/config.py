@@ -6,13 +6,14 @@ Plain dataclasses (no JAX import). Every field is validated when a config is mad
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 from mopo_jax.dynamics.config import DynamicsConfig
 from mopo_jax.envs.catalog import dataset_names
 from mopo_jax.sac.config import SACConfig
 
-PENALTIES = ("max_std", "max_std_elites", "disagreement")
+PENALTIES = ("max_std", "max_std_elites", "disagreement", "disagreement_elites_with_reward")
 
 # (h, λ) from the original MOPO configs (D4RL v0): the 12 datasets of the paper's Table 1.
 PAPER_PRESETS: dict[str, tuple[int, float]] = {
@@ -43,25 +44,25 @@ class TrainConfig:
     between real-env evaluations, and episodes per evaluation.
     """
 
-    dataset: str = "hopper-random"
-    rollout_length: int = 5
-    penalty_coef: float = 1.0
-    penalty: str = "max_std"
-    epochs: int = 1000
-    steps_per_epoch: int = 1000
-    rollout_batch_size: int = 50_000
-    model_retain_epochs: int = 5
-    real_ratio: float = 0.05
-    rollout_row_chunk: int | None = None
-    eval_every: int = 10
-    eval_episodes: int = 10
+    dataset: str = "hopper-random"  # dataset name, e.g. hopper-random, walker2d-medium-replay
+    rollout_length: int = 5  # model rollout horizon h
+    penalty_coef: float = 1.0  # uncertainty penalty λ: r̃ = r − λ·u(s, a)
+    penalty: str = "max_std"  # u(s, a): max_std (the paper), max_std_elites, disagreement
+    epochs: int = 1000  # epochs of policy optimisation (one rollout batch each)
+    steps_per_epoch: int = 1000  # SAC updates per epoch
+    rollout_batch_size: int = 50_000  # model rollouts started per epoch
+    model_retain_epochs: int = 5  # the model buffer holds this many epochs of rollouts
+    real_ratio: float = 0.05  # fraction of real transitions in each SAC batch
+    rollout_row_chunk: int | None = None  # ensemble rows per chunk in rollouts (speed only)
+    eval_every: int = 10  # epochs between real-env evaluations
+    eval_episodes: int = 10  # episodes per evaluation (deterministic actions)
     sac: SACConfig = SACConfig()
     dynamics: DynamicsConfig = DynamicsConfig()
 
     def __post_init__(self):
         problems = []
         if self.dataset not in dataset_names():
-            problems.append(f"dataset={self.dataset!r}: valid names are {', '.join(dataset_names())}")
+            problems.append(f"dataset={self.dataset!r}: need one of {', '.join(dataset_names())}")
         positive = ("rollout_length", "epochs", "steps_per_epoch", "rollout_batch_size",
                     "model_retain_epochs", "eval_every", "eval_episodes")
         for name in positive:
@@ -108,3 +109,20 @@ def tiny(dataset: str = "hopper-random", **overrides) -> TrainConfig:
     )
     small.update(overrides)
     return preset(dataset, **small)
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    """JSON-ready dict of a TrainConfig (tuples become lists, as JSON reads them back)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """Inverse of `config_to_dict` (nested SAC and dynamics configs, lists back to tuples).
+    Unknown keys raise ValueError naming them (a config.json from another version)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}")
+    sac = SACConfig(**d.get("sac", {}))
+    dynamics = DynamicsConfig(**d.get("dynamics", {}))
+    return TrainConfig(**{**d, "sac": sac, "dynamics": dynamics})

@@ -8,12 +8,14 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mopo_jax.ensemble import EnsembleModel, draw_members_and_noise, predict, sample_chosen
+from mopo_jax.dynamics.model import EnsembleModel, draw_members_and_noise, predict, sample_chosen
 from mopo_jax.envs.termination import TerminationFn
 from mopo_jax.types import Transitions
 
 PolicyApply = Callable[[Any, jax.Array, jax.Array], jax.Array]
-PENALTIES = ("max_std", "max_std_elites", "disagreement")
+PENALTIES = ("max_std", "max_std_elites", "disagreement", "disagreement_elites_with_reward")
+# Penalties computed from every ensemble member; the others read only the elites.
+ALL_MEMBER_PENALTIES = ("max_std", "disagreement")
 
 
 class Rollout(NamedTuple):
@@ -41,20 +43,33 @@ class Rollout(NamedTuple):
         return data, flat(self.valid)
 
 
+def _max_deviation(mean: jax.Array) -> jax.Array:
+    """max_k ‖μ_k − mean_j μ_j‖₂ over the leading (member) axis of mean [K, B, d]; returns [B]."""
+    return jnp.max(jnp.linalg.norm(mean - mean.mean(0), axis=-1), axis=0)
+
+
 def uncertainty_penalty(mean: jax.Array, std: jax.Array, elite_idx: jax.Array,
                         mode: str = "max_std") -> jax.Array:
-    """u(s, a) from per-member predictions mean, std [E, B, D] (D = obs_dim + 1, reward included).
+    """u(s, a) from per-member predictions mean, std [E, B, D] (D = obs_dim + 1: the next
+    observation's dims, then the reward last); elite_idx [K] indexes the elites among the E.
 
-    'max_std': max over ALL members of ‖σ_k‖₂ (original MOPO); 'max_std_elites': the same over
-    elites only; 'disagreement': max over elites of ‖μ_k − mean_k μ_k‖₂. Returns [B].
+    'max_std': max over ALL members of ‖σ_k‖₂ over all D dims: the original's learned-variance
+    penalty (penalty_learned_var=True), the one behind the paper's results.
+    'max_std_elites': the same over the elites only.
+    'disagreement': the original's alternative (penalty_learned_var=False): max over ALL members
+    of ‖μ_k − mean_j μ_j‖₂ over the observation dims only (reward excluded; mean over all members).
+    'disagreement_elites_with_reward': max over the elites of ‖μ_k − mean_elites μ‖₂ over all D
+    dims, reward included (this project's earlier 'disagreement').
+    Returns [B].
     """
     if mode == "max_std":
         return jnp.max(jnp.linalg.norm(std, axis=-1), axis=0)
     if mode == "max_std_elites":
         return jnp.max(jnp.linalg.norm(std[elite_idx], axis=-1), axis=0)
     if mode == "disagreement":
-        elite_mean = mean[elite_idx]
-        return jnp.max(jnp.linalg.norm(elite_mean - elite_mean.mean(0), axis=-1), axis=0)
+        return _max_deviation(mean[..., :-1])
+    if mode == "disagreement_elites_with_reward":
+        return _max_deviation(mean[elite_idx])
     raise ValueError(f"Unknown penalty {mode!r}; choose one of {PENALTIES}.")
 
 
@@ -78,8 +93,9 @@ def _rollout(key: jax.Array, model: EnsembleModel, policy_params: Any, start_obs
     obs_dim = start_obs.shape[-1]
     num_rows = start_obs.shape[0]
 
-    # max_std needs every member's σ; the other penalties only the elites', so only those run.
-    members = None if penalty == "max_std" else model.elite_idx
+    # max_std and disagreement need every member; the elite penalties only the elites, so only
+    # those run (sampling always picks an elite).
+    members = None if penalty in ALL_MEMBER_PENALTIES else model.elite_idx
     elites = model.elite_idx if members is None else jnp.arange(model.elite_idx.shape[0])
 
     def model_rows(obs, action, choice, noise):

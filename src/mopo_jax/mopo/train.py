@@ -26,12 +26,13 @@ class TrainState(flax.struct.PyTreeNode):
     buffer: ModelBuffer
     key: jax.Array
     epoch: jax.Array  # [] int32, epochs completed
+    penalty_coef: jax.Array  # [] float32, λ: traced, so one compiled program serves a λ grid
 
 
 class TrainFns(NamedTuple):
     """Pure functions of one run; `data` and `model` are passed in, never baked in as constants.
 
-    init(key) -> TrainState
+    init(key, penalty_coef=None) -> TrainState (λ defaults to config.penalty_coef)
     epoch(state, data, model) -> (state, metrics: dict of [] scalars)
     run_epochs(state, data, model, num_epochs static) -> (state, metrics stacked [num_epochs]);
         jitted, and `state` is donated (its buffers are reused in place: don't use it afterwards)
@@ -50,7 +51,8 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
     One epoch: roll the current stochastic policy out of `rollout_batch_size` real start states
     for h steps in the model (penalised reward), append the valid rows to the FIFO model buffer,
     then run `steps_per_epoch` SAC updates on batches of real_ratio real + the rest model rows.
-    `jax.vmap(fns.train)(keys)` runs several seeds at once.
+    `jax.vmap(fns.train)(keys)` runs several seeds at once; `jax.vmap(fns.init)(keys, lambdas)`
+    starts a (seed, λ) grid that one compiled `run_epochs` trains (λ lives in the state).
     """
     obs_dim, act_dim = data.observations.shape[-1], data.actions.shape[-1]
     sac_cfg = config.sac
@@ -58,18 +60,19 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
                               config.rollout_length, config.penalty, config.rollout_row_chunk)
     sac_update = make_sac_update(sac_cfg)
 
-    def init(key: jax.Array) -> TrainState:
+    def init(key: jax.Array, penalty_coef: jax.Array | float | None = None) -> TrainState:
         sac_key, key = jax.random.split(key)
+        coef = config.penalty_coef if penalty_coef is None else penalty_coef
         return TrainState(sac=init_sac(sac_key, obs_dim, act_dim, sac_cfg),
                           buffer=buffer_init(config.buffer_capacity, obs_dim, act_dim),
-                          key=key, epoch=jnp.zeros((), jnp.int32))
+                          key=key, epoch=jnp.zeros((), jnp.int32),
+                          penalty_coef=jnp.asarray(coef, jnp.float32))
 
     def epoch(state: TrainState, data: Transitions, model: EnsembleModel):
         key, start_key, roll_key, sac_key = jax.random.split(state.key, 4)
         num_real = data.observations.shape[0]
         starts = sample_rows(data, start_key, config.rollout_batch_size, num_real).observations
-        out = rollout(roll_key, model, state.sac.actor_params, starts,
-                      jnp.float32(config.penalty_coef))
+        out = rollout(roll_key, model, state.sac.actor_params, starts, state.penalty_coef)
         rows, valid = out.transitions()
         buffer = buffer_add(state.buffer, rows, valid)
 
@@ -90,7 +93,7 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
             rollout_mean_length=valid_f.sum() / config.rollout_batch_size,
             buffer_count=buffer.count.astype(jnp.float32),
         )
-        return TrainState(sac=sac, buffer=buffer, key=key, epoch=state.epoch + 1), metrics
+        return state.replace(sac=sac, buffer=buffer, key=key, epoch=state.epoch + 1), metrics
 
     def run_epochs(state: TrainState, data: Transitions, model: EnsembleModel, num_epochs: int):
         return jax.lax.scan(lambda s, _: epoch(s, data, model), state, None, length=num_epochs)

@@ -42,12 +42,12 @@ class SACConfig:
                             "need log_std_min < log_std_max")
         for name in ("actor_lr", "critic_lr", "alpha_lr"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                problems.append(f"{name}={value}: need a finite value > 0")
+            if not (math.isfinite(value) and value >= 0):
+                problems.append(f"{name}={value}: need a finite value >= 0")
         if not 0.0 <= self.gamma <= 1.0:
             problems.append(f"gamma={self.gamma}: need 0 <= gamma <= 1")
-        if not 0.0 < self.tau <= 1.0:
-            problems.append(f"tau={self.tau}: need 0 < tau <= 1")
+        if not 0.0 <= self.tau <= 1.0:
+            problems.append(f"tau={self.tau}: need 0 <= tau <= 1")
         if not math.isfinite(self.init_log_alpha):
             problems.append(f"init_log_alpha={self.init_log_alpha}: need a finite value")
         if self.target_entropy is not None and not math.isfinite(self.target_entropy):

@@ -1,0 +1,70 @@
+"""The checkpoint of a behaviour run directory: generation folders, the old-format pair, the files cut back to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mopo_jax import checkpoint, rundir
+from mopo_jax.behavior.artifacts import list_snapshots, snapshot_prefix
+
+LEGACY_CHECKPOINT = "checkpoint"  # prefix of the checkpoint pair written before generation folders
+
+
+def _legacy_metadata(logdir: Path) -> dict | None:
+    """Metadata of `<logdir>/checkpoint.{msgpack,json}` (checksum verified); None without that JSON."""
+    prefix = logdir / LEGACY_CHECKPOINT
+    if not Path(checkpoint.json_path(prefix)).exists():
+        return None
+    try:
+        meta = checkpoint.read_metadata_file(checkpoint.json_path(prefix))
+        if not checkpoint.payload_matches(meta, Path(checkpoint.msgpack_path(prefix)).read_bytes()):
+            raise ValueError(f"{checkpoint.msgpack_path(prefix)} does not match the checksum in "
+                             f"{checkpoint.json_path(prefix)}")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"the old-format checkpoint in {logdir} cannot be resumed ({err}); delete "
+                         f"{prefix}.msgpack and {prefix}.json to start the run over in this --logdir "
+                         "(evals, snapshots and history are rewritten), or use a new --logdir.") from err
+    return checkpoint.user_metadata(meta)
+
+
+def saved_metadata(logdir: str | Path) -> dict | None:
+    """Metadata of the run's checkpoint: the newest good generation (`rundir.checkpoint_metadata`),
+    else the pair `checkpoint.{msgpack,json}` that earlier versions wrote; None when there is none.
+
+    Raises RunDirError when generations exist but none is readable, ValueError (saying what to
+    delete) for an old pair left inconsistent by a save killed between its two writes.
+    """
+    meta = rundir.checkpoint_metadata(logdir)
+    return _legacy_metadata(Path(logdir)) if meta is None else meta
+
+
+def load_state(logdir: str | Path, template: Any) -> tuple[Any, dict]:
+    """(tree, metadata) of the checkpoint `saved_metadata` describes, checked against `template`."""
+    loaded = rundir.load_checkpoint(logdir, template)
+    return loaded or checkpoint.load_pytree(Path(logdir) / LEGACY_CHECKPOINT, template)
+
+
+def save_state(logdir: str | Path, tree: Any, metadata: dict) -> None:
+    """Write a checkpoint generation (`rundir.save_checkpoint`); then remove the old-format pair,
+    which it supersedes."""
+    rundir.save_checkpoint(logdir, tree, metadata)
+    prefix = Path(logdir) / LEGACY_CHECKPOINT
+    for path in (checkpoint.json_path(prefix), checkpoint.pending_path(prefix),
+                 checkpoint.msgpack_path(prefix)):
+        Path(path).unlink(missing_ok=True)
+
+
+def cut_back_to(logdir: str | Path, step: int) -> None:
+    """Drop what was written after the checkpoint at env step `step`: later evals.jsonl rows (a torn
+    last line too) and later actor snapshots (they will be redone)."""
+    evals = Path(logdir) / "evals.jsonl"
+    kept = [r for r in rundir.read_jsonl(evals) if r.get("step", step + 1) <= step]
+    rundir.write_text_atomic(evals, "".join(json.dumps(r) + "\n" for r in kept))
+    for s, _ in list_snapshots(logdir):
+        if s > step:
+            prefix = snapshot_prefix(logdir, s)
+            for path in (checkpoint.msgpack_path(prefix), checkpoint.json_path(prefix),
+                         checkpoint.pending_path(prefix)):
+                Path(path).unlink(missing_ok=True)

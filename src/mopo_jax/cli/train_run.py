@@ -1,0 +1,176 @@
+"""The train command's JAX side: check the run dir, load data and ensembles, run, print a summary."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from mopo_jax import paths, rundir
+from mopo_jax.cli.train_flags import RunOptions
+from mopo_jax.data.load import DatasetError, load_dataset
+from mopo_jax.dynamics import io as dynamics_io
+from mopo_jax.dynamics.fit import FitFailed
+from mopo_jax.envs.evaluate import evaluate_policies
+from mopo_jax.envs.ood_env import make_eval_env
+from mopo_jax.mopo.config import TrainConfig, config_to_dict
+from mopo_jax.mopo.grid import Grid
+from mopo_jax.mopo.run import RunSpec, TrainingDiverged, resume_mismatch, run
+from mopo_jax.tracking import make_tracker
+
+log = logging.getLogger("mopo_jax.train")
+USER_ERRORS = (ValueError, DatasetError, FitFailed, rundir.RunDirError, TrainingDiverged,
+               FileNotFoundError, PermissionError, ImportError)
+RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "checkpoints", "policies",
+             "tensorboard", "wandb", "report.md")
+
+
+def default_logdir(config: TrainConfig, grid: Grid) -> Path:
+    """runs/<dataset>-h<h>-lam<λ>-seed<s>-<hash>: distinct for every config and grid."""
+    identity = json.dumps([config_to_dict(config), grid.to_dict()], sort_keys=True)
+    tag = hashlib.sha256(identity.encode()).hexdigest()[:8]
+    part = lambda name, xs: f"{name}{xs[0]:g}" if len(xs) == 1 else f"{name}x{len(xs)}"  # noqa: E731
+    return paths.default_run_dir(f"{config.dataset}-{part('h', grid.rollout_lengths)}-"
+                                 f"{part('lam', grid.penalty_coefs)}-{part('seed', grid.seeds)}-{tag}")
+
+
+def check_run_dir(run_dir: Path, options: RunOptions, config: TrainConfig, grid: Grid) -> None:
+    """Refuse, before anything is written, to reuse a run directory without --resume/--overwrite,
+    and a --resume whose settings differ from the saved run (naming the differing fields)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--logdir {run_dir} is a file, not a directory")
+    if not (run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)):
+        return
+    if options.resume:
+        saved_path = run_dir / "config.json"
+        try:
+            saved = json.loads(saved_path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--resume: {saved_path} is unreadable ({err}); use a new --logdir") from err
+        diffs = resume_mismatch(saved, config, grid)
+        if diffs:
+            raise ValueError(f"--resume: {run_dir} was started with other settings: "
+                             + "; ".join(diffs) + ". Use a new --logdir, or --overwrite.")
+    elif not options.overwrite:
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                         "--overwrite to replace it, or choose another --logdir")
+
+
+def clear_run_files(run_dir: Path) -> None:
+    """Remove a previous run's files (for --overwrite), after every check has passed."""
+    for name in RUN_FILES:
+        target = run_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def _models(config: TrainConfig, options: RunOptions, data, dataset, seeds):
+    """Ensembles stacked [S] (one per seed) or [1] (shared), and their identities."""
+    obs_dim, act_dim = data.observations.shape[1], data.actions.shape[1]
+    if options.dynamics_path:
+        model, _ = dynamics_io.load(options.dynamics_path, obs_dim=obs_dim, act_dim=act_dim,
+                                    config=config.dynamics)
+        return jax.tree.map(lambda x: x[None], model), [str(options.dynamics_path)]
+    fit_seeds = [options.seed] if options.shared_model else list(seeds)
+    return dynamics_io.fit_or_load(config.dynamics, data, dataset.info, fit_seeds)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    out = {}
+    for name in ("jax", "flax", "optax", "gymnasium", "mujoco", "minari", "mopo_jax"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _meta(options: RunOptions, dataset, model_keys, argv) -> dict:
+    info = dataset.info
+    return {"dataset": info.name, "dataset_source": info.source, "minari_id": info.minari_id,
+            "data_stamp": info.data_stamp, "num_transitions": dataset.size,
+            "dataset_steps": options.dataset_steps, "seed": options.seed,
+            "num_seeds": options.num_seeds, "shared_model": options.shared_model,
+            "dynamics_models": model_keys, "ref_source": info.ref_source,
+            "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
+                      f"{len(jax.devices())} devices, {os.cpu_count()} host cores)",
+            "jax_version": jax.__version__, "versions": _versions(), "git_commit": _git_commit(),
+            "command": " ".join(["python -m mopo_jax.train", *argv]),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _printer(config: TrainConfig, grid: Grid, start: float):
+    policies = len(grid.policies())
+
+    def show(rows: list[dict]) -> None:
+        evals = [r for r in rows if "eval_return" in r]
+        if not evals:
+            return
+        epoch, epochs = evals[-1]["epoch"], len({r["epoch"] for r in rows})
+        seconds = evals[-1]["chunk_seconds"]
+        speed = epochs * config.steps_per_epoch * policies / max(seconds, 1e-9)
+        scores = [r["normalized_score"] for r in evals]
+        eta = (time.perf_counter() - start) / epoch * (config.epochs - epoch)
+        print(f"epoch {epoch:5d}/{config.epochs}  return "
+              + " ".join(f"{r['eval_return']:.1f}" for r in evals)
+              + ("" if None in scores else "  normalised " + " ".join(f"{s:.1f}" for s in scores))
+              + f"  penalty {evals[0]['rollout_penalty']:.3f}  {speed:.0f} SAC steps/s"
+              + f"  ETA {eta / 60:.1f} min", flush=True)
+
+    return show
+
+
+def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list[str]) -> int:
+    """Run the train command once its flags parsed; returns the exit code."""
+    grid = Grid(tuple(options.seed + i for i in range(options.num_seeds)), tuple(coefs), tuple(lengths))
+    run_dir = Path(options.logdir) if options.logdir else default_logdir(config, grid)
+    check_run_dir(run_dir, options, config, grid)
+    with rundir.RunLock(run_dir):
+        dataset = load_dataset(config.dataset, num_steps=options.dataset_steps,
+                               allow_download=False if options.offline else None,
+                               download_timeout_s=options.download_timeout)
+        data = jax.tree.map(jnp.asarray, dataset.transitions())
+        models, model_keys = _models(config, options, data, dataset, grid.seeds)
+        info = dataset.info
+        env = functools.partial(make_eval_env, info.task) if info.task else info.env_id
+        if options.overwrite:
+            clear_run_files(run_dir)
+        meta = _meta(options, dataset, model_keys, argv)
+        spec = RunSpec(config, grid, run_dir, meta, (info.ref_min_score, info.ref_max_score),
+                       checkpoint_seconds=60.0 * options.checkpoint_minutes,
+                       num_devices=options.num_devices, resume=options.resume)
+        callbacks = [_printer(config, grid, time.perf_counter())] if options.progress else []
+        tracker = make_tracker(options.track, run_dir, meta) if options.track != "none" else None
+        if tracker is not None:
+            callbacks.append(tracker.log_rows)
+        try:
+            results = run(spec, data, models, callbacks=callbacks,
+                          evaluate=lambda actors, seeds: evaluate_policies(actors, env, seeds))
+        finally:
+            if tracker is not None:
+                tracker.close()
+    print(json.dumps({"run_dir": str(run_dir), **{k: results[k] for k in (
+        "dataset", "epochs", "policy_ids", "final_return_mean", "final_normalized_score",
+        "ref_source", "dataset_source")}}))
+    return 0

@@ -1,0 +1,74 @@
+"""The policy grid of one run: seeds × λs per rollout length, their ids, keys and evaluation seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """One trained policy of a run: its seed (and position among the run's seeds), λ and h."""
+
+    seed: int
+    seed_index: int
+    penalty_coef: float
+    rollout_length: int
+
+    @property
+    def id(self) -> str:
+        """A stable name, e.g. 'h5-lam1-seed0' (λ printed with repr's shortest round trip)."""
+        return f"h{self.rollout_length}-lam{self.penalty_coef:g}-seed{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """seeds × penalty_coefs × rollout_lengths. Each rollout length is one compiled group of
+    len(seeds)·len(penalty_coefs) policies, ordered seed-major: (s0, λ0), (s0, λ1), ..., (s1, λ0)."""
+
+    seeds: tuple[int, ...]
+    penalty_coefs: tuple[float, ...]
+    rollout_lengths: tuple[int, ...]
+
+    def __post_init__(self):
+        for name in ("seeds", "penalty_coefs", "rollout_lengths"):
+            values = getattr(self, name)
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"grid {name}={values}: need one or more distinct values")
+
+    def group(self, rollout_length: int) -> list[Policy]:
+        """The policies trained together at horizon `rollout_length`, in state order."""
+        return [Policy(s, i, float(lam), rollout_length) for i, s in enumerate(self.seeds)
+                for lam in self.penalty_coefs]
+
+    def policies(self) -> list[Policy]:
+        """All policies of the run, group by group."""
+        return [p for h in self.rollout_lengths for p in self.group(h)]
+
+    def to_dict(self) -> dict:
+        """JSON form (lists)."""
+        return {"seeds": list(self.seeds), "penalty_coefs": list(self.penalty_coefs),
+                "rollout_lengths": list(self.rollout_lengths)}
+
+
+def policy_key(seed: int) -> jax.Array:
+    """PRNG key of the policy phase of seed `seed`: fold_in(key(seed), 1). It depends on the seed
+    only, so a grid run trains exactly the policies of the single runs with the same (seed, λ)."""
+    return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def group_keys_and_coefs(policies: list[Policy]) -> tuple[jax.Array, jax.Array]:
+    """(keys [P], λ [P] float32) for `jax.vmap(fns.init)` over a group."""
+    keys = jnp.stack([policy_key(p.seed) for p in policies])
+    return keys, jnp.asarray([p.penalty_coef for p in policies], jnp.float32)
+
+
+def eval_seeds(policy: Policy, episodes: int) -> np.ndarray:
+    """Reset seeds [episodes] of a policy's evaluation episodes: derived from (seed, λ, h) only, not
+    from its position in the run, distinct across policies, the same at every evaluation."""
+    base = zlib.crc32(f"{policy.seed}/{policy.penalty_coef!r}/{policy.rollout_length}".encode())
+    return (base % 2**20) * 1000 + 10_000 + np.arange(episodes)

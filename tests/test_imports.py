@@ -1,0 +1,119 @@
+"""The package's import graph: no circle, library code never imports the CLI, and no
+function-level imports of the project's own modules outside cli/ and the lazy package API.
+
+    python tests/test_imports.py [SRC_DIR]     # prints files, arrows and circles of the graph
+"""
+
+import ast
+import pathlib
+import sys
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "mopo_jax"
+ENTRY_POINTS = {"mopo_jax.train", "mopo_jax.__main__"}  # shims that run a CLI by design
+
+
+def _module_name(root: pathlib.Path, path: pathlib.Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(["mopo_jax", *parts])
+
+
+def _resolve(name: str, modules: set[str]) -> str | None:
+    """The project module an import refers to (a module, or the package holding a name)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(root: pathlib.Path = SRC) -> tuple[dict[str, set[str]], list[tuple[str, str, int]]]:
+    """(module -> project modules it imports at top level, [(module, target, line)] of imports
+    made inside functions)."""
+    files = {_module_name(root, p): p for p in sorted(root.rglob("*.py"))}
+    modules = set(files)
+    graph, nested = {m: set() for m in modules}, []
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text())
+        top = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+            for t in targets:
+                target = _resolve(t, modules)
+                if target is None or target == mod or not t.startswith("mopo_jax"):
+                    continue
+                if id(node) in top:
+                    graph[mod].add(target)
+                else:
+                    nested.append((mod, target, node.lineno))
+    return graph, nested
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _is_cli(mod: str) -> bool:
+    return mod.startswith("mopo_jax.cli")
+
+
+def test_no_import_circle():
+    graph, _ = import_graph()
+    assert cycles(graph) == []
+
+
+def test_library_never_imports_the_cli():
+    graph, nested = import_graph()
+    edges = [(m, t) for m, ts in graph.items() for t in ts] + [(m, t) for m, t, _ in nested]
+    bad = [(m, t) for m, t in edges if _is_cli(t) and not _is_cli(m) and m not in ENTRY_POINTS
+           and not m.endswith(".__main__")]
+    assert bad == []
+
+
+def test_function_level_imports_only_in_cli_and_the_lazy_api():
+    _, nested = import_graph()
+    lazy_api = {"mopo_jax", "mopo_jax.data"}  # module __getattr__ re-exports
+    bad = [(m, t, line) for m, t, line in nested if not _is_cli(m) and m not in lazy_api]
+    assert bad == []
+
+
+def test_the_checks_can_fail():
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+if __name__ == "__main__":
+    root = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else SRC
+    g, n = import_graph(root)
+    print(f"{len(g)} modules, {sum(map(len, g.values()))} top-level arrows, "
+          f"{len(n)} function-level imports of project modules, circles: {cycles(g)}")

@@ -1,0 +1,125 @@
+"""The train command end to end: run directories that never lose results, validation before any
+write, exact repeats from config.json, grids from the flags, clean logs (issue reproducers)."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from mopo_jax import rundir
+from mopo_jax.cli.train import main
+
+TINY = ["--dataset", "hopper-random", "--tiny", "--offline", "--epochs", "2", "--eval-every", "1",
+        "--no-progress"]
+
+
+def _snapshot(run_dir):
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes()
+            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def _rows(run_dir):
+    return [{k: v for k, v in r.items() if k != "chunk_seconds"}
+            for r in rundir.read_jsonl(run_dir / "metrics.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def finished(data_dirs, tmp_path_factory):
+    """One finished tiny run (the others compare against it)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "base"
+    assert main([*TINY, "--logdir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_tiny_run_writes_a_complete_readable_run_dir(finished, data_dirs, capsys):
+    config = json.loads((finished / "config.json").read_text())
+    assert config["num_transitions"] == 2000  # --tiny uses a small dataset, never 1M steps
+    assert config["versions"]["mujoco"] and config["versions"]["gymnasium"]
+    assert config["command"].startswith("python -m mopo_jax.train") and "git_commit" in config
+    assert config["config"]["sac"]["target_entropy"] == -3.0
+    rows = _rows(finished)
+    assert [r["epoch"] for r in rows] == [1, 2] and all("eval_return" in r for r in rows)
+    assert (finished / "policies" / "h5-lam1-seed0-final.msgpack").exists()
+    results = json.loads((finished / "results.json").read_text())
+    assert results["dataset_source"] and len(results["policies"]["h5-lam1-seed0"]["evaluations"]) == 2
+    assert rundir.checkpoint_metadata(finished)["epoch"] == 2
+    mode = stat.S_IMODE(os.stat(finished / "metrics.jsonl").st_mode)
+    assert mode & stat.S_IRGRP and mode & stat.S_IROTH  # lab-mates can read it (umask 022)
+    # the model cache key names the dataset identity, recorded in config.json
+    (key,) = config["dynamics_models"]
+    assert key.startswith("hopper-random-n2000-seed0-")
+
+
+def test_reused_run_dir_is_refused_and_left_untouched(finished, capsys):
+    before = _snapshot(finished)
+    assert main([*TINY, "--penalty-coef", "2.0", "--logdir", str(finished)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*TINY, "--real-ratio", "1.5", "--logdir", str(finished)]) == 2
+    err = capsys.readouterr().err
+    assert "real_ratio=1.5" in err and "Traceback" not in err
+    assert main([*TINY, "--penalty-coef", "2.0", "--resume", "--logdir", str(finished)]) == 2
+    err = capsys.readouterr().err
+    assert "grid.penalty_coefs: saved [1.0], requested [2.0]" in err and "steps_per_epoch" not in err
+    assert _snapshot(finished) == before
+
+
+def test_default_run_dirs_differ_by_config(data_dirs, tmp_path, monkeypatch):
+    from mopo_jax.cli.train_run import default_logdir
+    from mopo_jax.mopo.config import tiny
+    from mopo_jax.mopo.grid import Grid
+
+    a = default_logdir(tiny(), Grid((0,), (1.0,), (5,)))
+    b = default_logdir(tiny(), Grid((0,), (2.0,), (5,)))
+    c = default_logdir(tiny(epochs=3), Grid((0,), (1.0,), (5,)))
+    assert len({a, b, c}) == 3 and a.name.startswith("hopper-random-h5-lam1-seed0-")
+
+
+def test_resume_of_a_finished_run_keeps_and_extends_results(finished, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished, run_dir)
+    (run_dir / ".lock").unlink(missing_ok=True)
+    assert main([*TINY, "--resume", "--logdir", str(run_dir)]) == 0
+    assert _rows(run_dir) == _rows(finished)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(results["policies"]["h5-lam1-seed0"]["evaluations"]) == 2
+    args = [a if a != "2" else "3" for a in TINY]  # --epochs 3
+    assert main([*args, "--resume", "--logdir", str(run_dir)]) == 0
+    assert [r["epoch"] for r in _rows(run_dir)] == [1, 2, 3]
+    assert _rows(run_dir)[:2] == _rows(finished)
+
+
+def test_config_json_repeats_a_run_and_overwrite_replaces(finished, tmp_path):
+    repeat = tmp_path / "repeat"
+    assert main(["--config", str(finished / "config.json"), "--offline", "--no-progress",
+                 "--logdir", str(repeat)]) == 0
+    assert _rows(repeat) == _rows(finished)
+    assert main([*TINY, "--epochs", "1", "--overwrite", "--logdir", str(repeat)]) == 0
+    assert [r["epoch"] for r in _rows(repeat)] == [1]
+
+
+def test_grid_flags_train_every_policy(data_dirs, tmp_path):
+    run_dir = tmp_path / "grid"
+    assert main([*TINY, "--epochs", "1", "--num-seeds", "2", "--penalty-coef", "0.5", "1",
+                 "--logdir", str(run_dir)]) == 0
+    rows = _rows(run_dir)
+    assert sorted(r["policy"] for r in rows) == sorted(
+        ["h5-lam0.5-seed0", "h5-lam1-seed0", "h5-lam0.5-seed1", "h5-lam1-seed1"])
+    assert {(r["seed"], r["penalty_coef"], r["rollout_length"]) for r in rows} == {
+        (0, 0.5, 5), (0, 1.0, 5), (1, 0.5, 5), (1, 1.0, 5)}
+
+
+def test_cli_log_lines_are_ours_with_timestamps(data_dirs, tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="")
+    proc = subprocess.run([sys.executable, "-m", "mopo_jax.train", *TINY, "--epochs", "1",
+                           "--logdir", str(tmp_path / "sub")], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Unable to initialize backend" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "dynamics" in ln or "[a]" in ln]
+    assert lines and all(ln[2] == ":" and ln[5] == ":" for ln in lines), lines[:3]
+    assert "compiled the 1-epoch step" in proc.stderr
