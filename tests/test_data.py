@@ -79,9 +79,9 @@ def test_random_recipe_is_deterministic_and_seeds_episodes():
 
 
 def test_unbuildable_level_offline_names_ids_and_remedy(data_dirs):
-    with pytest.raises(DatasetError, match=r"mujoco/walker2d/medium-v\*.*No behaviour policy "
-                       r"walker2d-medium.*python -m mopo_jax.behavior --env Walker2d-v5.*minari download"):
-        load_dataset("walker2d-medium")
+    with pytest.raises(DatasetError, match=r"mujoco/ant/medium-v\*.*No behaviour policy "
+                       r"ant-medium.*python -m mopo_jax.behavior --env Ant-v5.*minari download"):
+        load_dataset("ant-medium")
     with pytest.raises(DatasetError, match=r"mujoco/hopper/simple-v\*.*minari download"):
         load_dataset("hopper-simple")
 

@@ -221,9 +221,9 @@ def test_module_cli_prints_a_clean_error_for_an_inner_dataset_error(tmp_path):
                MOPO_JAX_CACHE_DIR=str(tmp_path / "cache"), MOPO_JAX_OFFLINE="1")
     env.pop("MOPO_JAX_POLICY_DIR", None)
     proc = subprocess.run([sys.executable, "-m", "mopo_jax.data", "--dataset",
-                           "walker2d-medium-expert", "--num-steps", "200"],
+                           "ant-medium-replay", "--num-steps", "200"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1 and "No behaviour policy walker2d-medium" in error[0]
-    assert "mujoco/walker2d/medium-expert" not in error[0]  # Minari has no such dataset
+    assert len(error) == 1 and "No behaviour policy ant-medium" in error[0]
+    assert "mujoco/ant/medium-replay" not in error[0]  # Minari has no such dataset

@@ -45,8 +45,8 @@ def dirs(data_dirs, tmp_path_factory):
 
 
 def test_policy_levels_and_medium_expert(dirs):
-    with pytest.raises(DatasetError, match="No behaviour policy walker2d-medium"):
-        load_dataset("walker2d-medium", num_steps=300)
+    with pytest.raises(DatasetError, match="No behaviour policy ant-medium"):
+        load_dataset("ant-medium", num_steps=300)
     (dirs / "policies").mkdir()  # these shadow the shipped hopper policies: $MOPO_JAX_POLICY_DIR wins
     params = _write_policy(dirs / "policies" / "hopper-medium", "Hopper-v5", 11, 3, "medium", 400, 0)
     _write_policy(dirs / "policies" / "hopper-expert", "Hopper-v5", 11, 3, "expert", 900, 1)

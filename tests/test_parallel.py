@@ -30,6 +30,12 @@ def test_fit_many_equals_separate_fits(hopper_small):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b),
                                                              rtol=1e-4, atol=1e-5), models, single)
     assert not np.allclose(models.params["mean_head"]["w"][0], models.params["mean_head"]["w"][1])
+    seen = []  # driven epoch by epoch from the host: the same result, with progress
+    stepped, stepped_reports = fit_many(keys, data, CFG.dynamics, on_epoch=seen.append)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), stepped, models)
+    np.testing.assert_array_equal(stepped_reports.epochs, reports.epochs)
+    assert [i.epoch for i in seen] == list(range(1, int(np.max(reports.epochs)) + 1))
+    assert seen[-1].holdout_mse.shape == (2, CFG.dynamics.num_members)
 
 
 def test_seed_mesh_uses_largest_divisor():

@@ -275,13 +275,49 @@ def fit_failures(report: FitReport) -> list[str]:
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def fit_many(keys: jax.Array, transitions: Transitions,
-             config: DynamicsConfig = DynamicsConfig()) -> tuple[EnsembleModel, FitReport]:
-    """Fit S independent ensembles in one compiled call: `fit` vmapped over keys [S].
+def _fit_many_compiled(keys: jax.Array, transitions: Transitions, config: DynamicsConfig):
+    return jax.vmap(lambda key: _fit_compiled(key, transitions, config))(keys)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _setup_many(keys, transitions, config):
+    return jax.vmap(lambda key: _setup(key, transitions, config))(keys)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _epoch_many(data, carry, config):
+    return jax.vmap(lambda d, c: _run_epochs(d, c, c.epoch + 1, config))(data, carry)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _finish_many(data, carry, stats, config):
+    return jax.vmap(lambda d, c, s: _finish(d, c, s, config))(data, carry, stats)
+
+
+def fit_many(keys: jax.Array, transitions: Transitions, config: DynamicsConfig = DynamicsConfig(),
+             *, on_epoch: Callable[[EpochInfo], None] | None = None) -> tuple[EnsembleModel, FitReport]:
+    """Fit S independent ensembles: `fit` vmapped over keys [S].
 
     Each one equals `fit(keys[i], transitions, config)` (its own holdout split, init, bootstrap and
     early stopping; the loop runs until the last one stops, the others are frozen meanwhile).
-    Returns (EnsembleModel, FitReport) with a leading axis S on every array. Memory and compute
-    grow linearly with S; on an accelerator the members of all S fits run side by side.
+    Without `on_epoch` it is one compiled call; with it, the same vmapped epoch is driven from the
+    host and `on_epoch(EpochInfo)` gets each epoch's values with a leading axis S (train_loss [S],
+    holdout_mse and best_mse [S, E], epochs_since_update [S]); the result is identical.
+    Returns (EnsembleModel, FitReport) with a leading axis S on every array.
     """
-    return jax.vmap(lambda key: _fit_compiled(key, transitions, config))(keys)
+    if on_epoch is None:
+        return _fit_many_compiled(keys, transitions, config)
+    import time
+
+    data, carry, stats = _setup_many(keys, transitions, config)
+    start = time.perf_counter()
+    while bool(jnp.any(keep_training(carry.since_update, carry.epoch, config))):
+        carry = _epoch_many(data, carry, config)
+        rows = np.arange(carry.epoch.shape[0])
+        last = np.maximum(np.asarray(carry.epoch) - 1, 0)
+        on_epoch(EpochInfo(int(np.max(carry.epoch)),
+                           np.asarray(carry.train_loss_history)[rows, last],
+                           np.asarray(carry.holdout_mse_history)[rows, last],
+                           np.asarray(carry.best_mse), np.asarray(carry.since_update),
+                           time.perf_counter() - start))
+    return _finish_many(data, carry, stats, config)

@@ -115,11 +115,14 @@ def check_fit(report: FitReport, what: str) -> None:
 
 
 def log_epoch(info: EpochInfo) -> None:
-    """An `on_epoch` callback that logs one line per epoch on the 'mopo_jax.dynamics' logger."""
-    log.info("dynamics epoch %4d  train loss %.4f  holdout mse %s  best mean %.5f  "
-             "no improvement for %d  %.1f s", info.epoch, info.train_loss,
-             np.array2string(np.asarray(info.holdout_mse), precision=4),
-             float(np.mean(info.best_mse)), info.epochs_since_update, info.seconds)
+    """An `on_epoch` callback (of `fit` or `fit_many`) that logs one line per epoch on the
+    'mopo_jax.dynamics' logger: holdout MSE, best so far, epochs without improvement, rate."""
+    fmt = lambda x: np.array2string(np.asarray(x), precision=4, separator=",")  # noqa: E731
+    log.info("dynamics epoch %d  train loss %s  holdout mse %s  best mean %.5f  no improvement "
+             "for %s epochs  %.1f s, %.2f s/epoch", info.epoch,
+             fmt(info.train_loss), fmt(info.holdout_mse), float(np.mean(info.best_mse)),
+             fmt(info.epochs_since_update), info.seconds,
+             info.seconds / max(info.epoch, 1))
 
 
 def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int],
@@ -129,7 +132,7 @@ def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int],
 
     Each is loaded from the model cache (see cache_key) when present; the missing ones are
     fitted together in one vmapped call (`fit_many`), checked (a failed fit raises FitFailed and
-    is never cached) and cached. `on_epoch` is unused by the vmapped fit (one compiled call).
+    is never cached) and cached. `on_epoch` receives each epoch's progress (default: a log line).
     """
     n, obs_dim, act_dim = (int(data.observations.shape[0]), data.observations.shape[1],
                            data.actions.shape[1])
@@ -146,7 +149,7 @@ def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int],
                  n, missing, -(-(n - batches.num_holdout_rows(n, config)) // config.batch_size))
         start = time.perf_counter()
         keys = jax.vmap(jax.random.key)(jnp.asarray(missing))
-        fitted, report = fit_many(keys, data, config)
+        fitted, report = fit_many(keys, data, config, on_epoch=on_epoch)
         jax.block_until_ready(fitted)
         for i, s in enumerate(missing):
             check_fit(jax.tree.map(lambda x, i=i: x[i], report), f"{dataset_info.name} (seed {s})")

@@ -52,7 +52,7 @@ OOD_DATASETS: dict[str, OODDataset] = {
 # Levels cut from a behaviour run's history: their size is set by the run, not requested.
 HISTORY_LEVELS = ("medium-replay",) + tuple(d.level for d in OOD_DATASETS.values())
 # Minari's official mujoco/ namespace: these levels exist there (medium-replay does not).
-MINARI_OFFICIAL_LEVELS = ("random", "medium", "expert", "simple")
+MINARI_OFFICIAL_LEVELS = ("random", "medium", "expert", "medium-expert", "simple")
 
 
 def dataset_names() -> list[str]:
