@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Callable
 
 import numpy as np
@@ -9,6 +11,17 @@ import numpy as np
 from mopo_jax.envs.make import make_env
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.policy import actor_from_params
+
+log = logging.getLogger("mopo_jax.data")
+PROGRESS_EVERY = 100_000  # env steps between progress lines of long collections
+
+
+def _log_progress(done: int, total: int, start: float) -> None:
+    """One progress line: steps done, rate and time left."""
+    seconds = time.perf_counter() - start
+    rate = done / max(seconds, 1e-9)
+    log.info("collected %d/%d env steps (%.0f steps/s, %.0f s left)", done, total, rate,
+             (total - done) / max(rate, 1e-9))
 
 FIRST_RESET_SEED = 123  # the Minari/Farama recipe: episode i is reset with seed 123 + i
 
@@ -47,7 +60,10 @@ def collect_steps(env, num_steps: int, choose_action: Callable[[np.ndarray], np.
     obs_row, seed, episode_len = 0, first_seed, 0
     obs, _ = env.reset(seed=seed)
     observations[obs_row] = obs
+    started = time.perf_counter()
     for t in range(num_steps):
+        if t and t % PROGRESS_EVERY == 0:
+            _log_progress(t, num_steps, started)
         action = choose_action(obs)
         obs, reward, terminated, truncated, _ = env.step(action)
         obs_row += 1

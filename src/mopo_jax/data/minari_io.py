@@ -33,6 +33,8 @@ def read_flat(minari_id: str) -> dict:
     """
     import minari
 
+    start = time.perf_counter()
+    log.info("reading %s into flat arrays (once; cached afterwards)", minari_id)
     try:
         dataset = minari.load_dataset(minari_id)
         episodes = list(dataset.iterate_episodes())
@@ -54,6 +56,8 @@ def read_flat(minari_id: str) -> dict:
     meta = dataset.storage.metadata
     arrays["ref_scores"] = np.asarray(
         [meta.get("ref_min_score", np.nan), meta.get("ref_max_score", np.nan)], np.float64)
+    log.info("read %d transitions of %s in %.1f s", len(arrays["rewards"]), minari_id,
+             time.perf_counter() - start)
     return arrays
 
 
@@ -233,7 +237,11 @@ def write_minari_dataset(
             "minari_version": minari.__version__,
             "ref_min_score": ref_min_score, "ref_max_score": ref_max_score,
         })
+        start = time.perf_counter()
+        log.info("writing %s: %d transitions in %d episodes", dataset_id, len(steps["actions"]),
+                 len(steps["episode_lengths"]))
         storage.update_episodes(_episode_buffers(steps))
+        log.info("wrote %s in %.1f s", dataset_id, time.perf_counter() - start)
         return _swap_into_place(tmp_root, dataset_id)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)

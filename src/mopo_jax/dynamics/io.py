@@ -102,8 +102,8 @@ def check_writable(prefix: str | os.PathLike) -> None:
     probe = folder
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise OSError(f"cannot write the model to {prefix}: {probe} is not writable")
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise OSError(f"cannot write the model to {prefix}: {probe} is not a writable folder")
 
 
 def check_fit(report: FitReport, what: str) -> None:

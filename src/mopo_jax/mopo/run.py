@@ -245,9 +245,10 @@ def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: Ev
     while done < config.epochs:
         num = min(config.eval_every - done % config.eval_every, config.epochs - done)
         metrics, actors = {}, {}
+        compiled = {h: g.chunk(num, data) for h, g in groups.items()}  # compile time apart
         dispatched = time.perf_counter()
         for h, g in groups.items():
-            g.state, metrics[h] = g.chunk(num, data)(g.state, data, g.models)
+            g.state, metrics[h] = compiled[h](g.state, data, g.models)
             actors[h] = jax.tree.map(jnp.copy, g.state.sac.actor_params)  # survives donation
         if pending is not None:
             _finish(spec, groups, pending, evaluate, best, rows_all, callbacks, final=False)

@@ -19,7 +19,7 @@ from mopo_jax.data import recipes
 from mopo_jax.data.load import DatasetError, load_dataset
 from mopo_jax.envs.catalog import resolve_name
 
-from conftest import SMALL_STEPS
+SMALL_STEPS = 5000  # rows of the conftest fixture hopper_small
 
 
 @pytest.fixture

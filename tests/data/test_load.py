@@ -9,7 +9,7 @@ from mopo_jax.data.load import DatasetError, episode_returns, load_dataset
 from mopo_jax.envs.catalog import parse_dataset_name
 from mopo_jax.envs.termination import termination_fn
 
-from conftest import SMALL_STEPS
+SMALL_STEPS = 5000  # rows of the conftest fixture hopper_small
 
 
 def test_names_resolve_and_bad_names_list_valid_ones():
