@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import numpy as np
 from mopo_jax import paths
 from mopo_jax.envs.make import env_spec
 
+log = logging.getLogger("mopo_jax.data")
 NAMESPACE_METADATA_FILE = "namespace_metadata.json"  # what minari.namespace writes per namespace
 
 
