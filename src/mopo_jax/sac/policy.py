@@ -39,7 +39,7 @@ def tanh_gaussian_log_prob(mean: jax.Array, log_std: jax.Array, pre_tanh: jax.Ar
     return jnp.sum(gaussian - log_det, axis=-1)
 
 
-def _sample_with_log_prob(
+def sample_with_log_prob(
     actor: Actor, actor_params: Params, obs: jax.Array, key: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """obs [B, o] -> (action [B, a] = tanh(u), log π(action) [B])."""
@@ -57,7 +57,7 @@ def sample_action(
     computed from u, so they stay finite). `config` supplies the log-std bounds (default SACConfig()).
     """
     actor = actor_from_params(actor_params, config)
-    return _sample_with_log_prob(actor, actor_params, obs, key)[0]
+    return sample_with_log_prob(actor, actor_params, obs, key)[0]
 
 
 def deterministic_action(actor_params: Params, obs: jax.Array) -> jax.Array:

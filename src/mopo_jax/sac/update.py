@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mopo_jax.sac import losses
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.networks import TwinCritic
-from mopo_jax.sac.policy import Params, _sample_with_log_prob, make_actor
+from mopo_jax.sac.policy import Params, make_actor
 from mopo_jax.types import Transitions
 
 
@@ -77,42 +78,22 @@ def make_sac_update(
         next_key, actor_key = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
 
-        # Critic.
-        next_act, next_log_prob = _sample_with_log_prob(
-            actor, state.actor_params, batch.next_observations, next_key
-        )
-        target_vars = {"params": state.target_critic_params}
-        next_q = critic_net.apply(target_vars, batch.next_observations, next_act)
-        soft_next_v = jnp.min(next_q, axis=0) - alpha * next_log_prob
-        target_q = batch.rewards + config.gamma * (1.0 - batch.terminations) * soft_next_v
-        target_q = jax.lax.stop_gradient(target_q)
-
-        def critic_loss_fn(critic_params):
-            q = critic_net.apply({"params": critic_params}, batch.observations, batch.actions)
-            return jnp.sum(0.5 * jnp.mean(jnp.square(q - target_q), axis=-1)), q
-
-        critic_grad_fn = jax.value_and_grad(critic_loss_fn, has_aux=True)
-        (critic_loss, q), critic_grads = critic_grad_fn(state.critic_params)
+        target_q = losses.soft_target(actor, critic_net, state.actor_params,
+                                      state.target_critic_params, batch, alpha, config.gamma, next_key)
+        (critic_loss, q), critic_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+            state.critic_params, critic_net, batch, target_q)
         critic_updates, critic_opt_state = critic_opt.update(critic_grads, state.critic_opt_state)
         critic_params = optax.apply_updates(state.critic_params, critic_updates)
         target_critic_params = optax.incremental_update(
-            critic_params, state.target_critic_params, config.tau
-        )  # τ·new + (1 − τ)·old
+            critic_params, state.target_critic_params, config.tau)  # τ·new + (1 − τ)·old
 
-        # Actor (against the freshly updated critics).
-        def actor_loss_fn(actor_params):
-            act, log_prob = _sample_with_log_prob(actor, actor_params, batch.observations, actor_key)
-            q_pi = jnp.min(critic_net.apply({"params": critic_params}, batch.observations, act), axis=0)
-            return jnp.mean(alpha * log_prob - q_pi), log_prob
-
-        actor_grad_fn = jax.value_and_grad(actor_loss_fn, has_aux=True)
-        (actor_loss, log_prob), actor_grads = actor_grad_fn(state.actor_params)
+        # Actor (against the freshly updated critics), then the temperature.
+        (actor_loss, log_prob), actor_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
+            state.actor_params, actor, critic_net, critic_params, batch.observations, alpha, actor_key)
         actor_updates, actor_opt_state = actor_opt.update(actor_grads, state.actor_opt_state)
         actor_params = optax.apply_updates(state.actor_params, actor_updates)
-
-        # Temperature: d/d log α = entropy − target, so α grows while entropy is below target.
-        entropy_gap = jax.lax.stop_gradient(jnp.mean(log_prob) + target_entropy)
-        alpha_loss, alpha_grad = jax.value_and_grad(lambda la: -la * entropy_gap)(state.log_alpha)
+        alpha_loss, alpha_grad = jax.value_and_grad(losses.alpha_loss)(
+            state.log_alpha, log_prob, target_entropy)
         alpha_updates, alpha_opt_state = alpha_opt.update(alpha_grad, state.alpha_opt_state)
         log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
 
