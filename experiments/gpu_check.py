@@ -10,7 +10,8 @@ device, times and ratios:
     python experiments/gpu_check.py                   # on the accelerator machine
     python experiments/gpu_check.py --small           # CPU smoke run of the same script (minutes)
 
-Writes experiments/results/gpu-check-<device>.json (atomically) and prints one summary table.
+Writes experiments/results/gpu-check-<device>.json (atomically; --small writes into a temporary
+folder) and prints one summary.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import jax
 
+    results = tempfile.mkdtemp(prefix="gpu-check-small-") if args.small else RESULTS
     device = jax.devices()[0]
     name = f"{jax.default_backend()}-{device.device_kind}".replace(" ", "_").lower()
     summary = {"device": f"{device.device_kind} ({jax.default_backend()}, {len(jax.devices())} devices)",
                "jax_version": jax.__version__, "host_cores": os.cpu_count()}
-    bench_out = os.path.join(RESULTS, f"gpu-check-bench-{name}.json")
+    bench_out = os.path.join(results, f"gpu-check-bench-{name}.json")
     bench = [sys.executable, os.path.join(HERE, "benchmark.py"), "--only", "a,b,c,d",
              "--num-seeds", "1,16", "--repeats", "3", "--out", bench_out]
     if args.small:
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["benchmark_seconds"], _ = _run(bench, timeout=300)
     with open(bench_out) as f:
         summary["benchmark"] = json.load(f)
-    run_dir = os.path.join(RESULTS, f"gpu-check-run-{name}")
+    run_dir = os.path.join(results, f"gpu-check-run-{name}")
     train = [sys.executable, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--offline",
              "--no-progress", "--overwrite", "--logdir", run_dir]
     if args.small:
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         train += ["--epochs", str(args.epochs), "--eval-every", str(args.eval_every)]
     summary["full_run_seconds"], out = _run(train, timeout=args.timeout)
     summary["full_run"] = json.loads(out.strip().splitlines()[-1])
-    path = os.path.join(RESULTS, f"gpu-check-{name}.json")
+    path = os.path.join(results, f"gpu-check-{name}.json")
     from mopo_jax.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(summary, indent=2).encode())
