@@ -76,7 +76,7 @@ def eval_seed(config: BehaviorConfig) -> int:
 
 def default_logdir(config: BehaviorConfig) -> Path:
     """Where the dataset builds look for this run: <behavior dir>/<env>[-vel3][-seed<s>], e.g.
-    ~/.cache/mopo_jax/behavior/hopper for Hopper-v5, seed 0 (see mopo_jax.dataset_levels)."""
+    ~/.cache/mopo_jax/behavior/hopper for Hopper-v5, seed 0 (see mopo_jax.data.recipes)."""
     name = config.env_id.split("-v")[0].lower()
     name += "-vel3" if config.reward == "halfcheetah-vel3" else ""
     return paths.behavior_run_dir(name + (f"-seed{config.seed}" if config.seed else ""))
