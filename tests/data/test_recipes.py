@@ -140,11 +140,11 @@ def test_rebuild_without_its_inputs_keeps_the_old_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("MOPO_JAX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv(POLICY_DIR_ENV_VAR, str(tmp_path / "policies"))
     (tmp_path / "policies").mkdir()
-    _write_policy(tmp_path / "policies" / "walker2d-medium", "Walker2d-v5", 17, 6, "medium", 400, 3)
-    built = load_dataset("walker2d-medium", num_steps=200, allow_download=False)
+    _write_policy(tmp_path / "policies" / "ant-medium", "Ant-v5", 27, 8, "medium", 400, 3)
+    built = load_dataset("ant-medium", num_steps=200, allow_download=False)
     shutil.rmtree(tmp_path / "policies")
-    with pytest.raises(DatasetError, match="No behaviour policy walker2d-medium"):
-        load_dataset("walker2d-medium", num_steps=200, allow_download=False, rebuild=True)
-    kept = load_dataset("walker2d-medium", num_steps=200, allow_download=False)
+    with pytest.raises(DatasetError, match="No behaviour policy ant-medium"):
+        load_dataset("ant-medium", num_steps=200, allow_download=False, rebuild=True)
+    kept = load_dataset("ant-medium", num_steps=200, allow_download=False)
     assert kept.info.source == "local Minari cache" and kept.info.minari_id == built.info.minari_id
     np.testing.assert_array_equal(kept.actions, built.actions)
