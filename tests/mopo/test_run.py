@@ -10,7 +10,7 @@ import pytest
 
 from mopo_jax import rundir
 from mopo_jax.dynamics.fit import fit_many
-from mopo_jax.mopo.config import tiny
+from mopo_jax.mopo.config import config_to_dict, tiny
 from mopo_jax.mopo.grid import Grid, Policy, eval_seeds, policy_key
 from mopo_jax.mopo.run import RunSpec, TrainingDiverged, resume_mismatch, run
 from mopo_jax.mopo.train import make_train
@@ -119,8 +119,7 @@ def test_kill_and_resume_reproduce_the_uninterrupted_run(setup, tmp_path):
 
 def test_resume_mismatch_names_only_the_differing_fields():
     grid = Grid((0,), (1.0,), (5,))
-    saved = json.loads(json.dumps({"config": __import__("dataclasses").asdict(CFG),
-                                   "grid": grid.to_dict()}))
+    saved = {"config": config_to_dict(CFG), "grid": grid.to_dict()}
     assert resume_mismatch(saved, CFG, grid) == []
     other = tiny("hopper-random", epochs=9, steps_per_epoch=7, rollout_batch_size=32, eval_every=2)
     assert resume_mismatch(saved, other, Grid((0,), (2.0,), (5,))) == [

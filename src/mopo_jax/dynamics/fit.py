@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from typing import Callable, NamedTuple
 
 import flax.struct
@@ -210,8 +211,6 @@ def fit(key: jax.Array, transitions: Transitions, config: DynamicsConfig = Dynam
     """
     if on_epoch is None:
         return _fit_compiled(key, transitions, config)
-    import time
-
     data, carry, stats = _setup_jit(key, transitions, config)
     start = time.perf_counter()
     while bool(_keep_training(carry, config)):
@@ -269,8 +268,6 @@ def fit_many(keys: jax.Array, transitions: Transitions, config: DynamicsConfig =
     """
     if on_epoch is None:
         return _fit_many_compiled(keys, transitions, config)
-    import time
-
     data, carry, stats = _setup_many(keys, transitions, config)
     start = time.perf_counter()
     while bool(jnp.any(keep_training(carry.since_update, carry.epoch, config))):

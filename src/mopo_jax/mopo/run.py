@@ -89,8 +89,8 @@ class _Group:
         self.fns = make_train(self.config, data, one_model)
         keys, coefs = group_keys_and_coefs(self.policies)
         self.state = shard_seeds(jax.jit(jax.vmap(self.fns.init))(keys, coefs), mesh)
-        index = jnp.asarray([p.seed_index if models.elite_idx.shape[0] > 1 else 0
-                             for p in self.policies])
+        shared = models.elite_idx.shape[0] == 1  # one ensemble serves every policy
+        index = jnp.asarray([0 if shared else p.seed_index for p in self.policies])
         self.models = shard_seeds(jax.tree.map(lambda x: x[index], models), mesh)
         self.mesh, self.chunks = mesh, {}
 
@@ -188,7 +188,7 @@ def _write_config(spec: RunSpec, devices_used: int) -> None:
 def _finish(spec, groups, pending, evaluate, best, rows_all, callbacks, final) -> None:
     """Evaluate a dispatched chunk's actors, write its rows, results and best policies."""
     first_epoch, metrics, actors, dispatched = pending
-    lines, rows = [], []
+    rows = []
     for h, g in groups.items():
         host_metrics = jax.device_get(metrics[h])
         host_actors = jax.device_get(actors[h])
