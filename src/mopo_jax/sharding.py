@@ -5,11 +5,11 @@ over the devices of a mesh; the real data is replicated. `jax.jit` of a vmapped 
 runs each device's seeds where they live (computation follows the inputs' shardings), so no code
 changes between one CPU, one GPU, 8 GPUs or a TPU slice.
 
-Multi-host (several processes, e.g. a TPU pod or several GPU nodes): call
-`jax.distributed.initialize()` first in every process, then build the mesh from `jax.devices()`
-(all global devices) with `seed_mesh(num_seeds, devices=jax.devices())`. Each process must then
-only read back the seeds on its own devices (`array.addressable_shards`); the `mopo_jax.train` CLI
-reads every seed back for evaluation and so is single-host only.
+Several processes (a TPU pod, several GPU nodes, or local CPU processes): after
+`jax.distributed.initialize(...)` in every process, `jax.devices()` lists every process's devices
+and the mesh spans them all. `shard_seeds`/`replicate` then build global arrays from values every
+process holds in full, `owned_rows` says which seeds live on this process's devices, and `gather`
+brings a sharded tree back whole to every process (a collective: every process must call it).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ def seed_mesh(num_seeds: int, num_devices: int | None = None,
     Args:
       num_seeds: S, the size of the seed axis to split.
       num_devices: use at most this many devices (default: all of `devices`).
-      devices: candidates (default: `jax.local_devices()`).
+      devices: candidates (default: `jax.devices()`, every process's devices).
     Returns: Mesh with d devices, d the largest divisor of S with d ≤ min(num_devices, len(devices)).
     """
     if num_seeds < 1:
         raise ValueError(f"num_seeds must be >= 1, got {num_seeds}.")
-    devices = list(jax.local_devices() if devices is None else devices)
+    devices = list(jax.devices() if devices is None else devices)
     limit = len(devices) if num_devices is None else num_devices
     if limit < 1:
         raise ValueError(f"num_devices must be >= 1, got {num_devices}.")
@@ -54,11 +54,69 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+    """`tree` on `sharding`; across processes every process must pass the same full values."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+    # device_put cannot target other processes' devices; a jit whose output has the global
+    # sharding can, from host values each process holds in full (keys travel as their raw data).
+    leaves, treedef = jax.tree.flatten(tree)
+    impls = [jax.random.key_impl(x) if _is_key(x) else None for x in leaves]
+    data = jax.device_get([x if i is None else jax.random.key_data(x) for x, i in zip(leaves, impls)])
+
+    def build(values):
+        return treedef.unflatten([v if i is None else jax.random.wrap_key_data(v, impl=i)
+                                  for v, i in zip(values, impls)])
+
+    return jax.jit(build, out_shardings=sharding)(data)
+
+
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:
     """Put every leaf [S, ...] of `tree` on `mesh`, split along its leading (seed) axis."""
-    return jax.device_put(tree, seed_sharding(mesh))
+    return _put(tree, seed_sharding(mesh))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Put a full copy of every leaf of `tree` on each device of `mesh`."""
-    return jax.device_put(tree, replicated(mesh))
+    return _put(tree, replicated(mesh))
+
+
+def owned_rows(array: jax.Array) -> np.ndarray:
+    """Sorted indices along the leading (seed) axis of `array` held by this process's devices."""
+    rows = set()
+    for shard in array.addressable_shards:
+        rows.update(range(*shard.index[0].indices(array.shape[0])) if shard.index else [0])
+    return np.asarray(sorted(rows), np.int64)
+
+
+def gather(tree: Any) -> Any:
+    """Host (numpy) copies of every leaf of `tree`, whole, in every process (typed PRNG keys come
+    back as their raw uint32 data). Several processes: a collective every process must call."""
+    data = jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    if all(x.is_fully_addressable for x in jax.tree.leaves(data) if isinstance(x, jax.Array)):
+        return jax.device_get(data)
+    from jax.experimental import multihost_utils  # only needed with several processes
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(data, tiled=True))
+
+
+def combine_rows(local: np.ndarray, rows: np.ndarray, num_rows: int) -> np.ndarray:
+    """Every process's rows of a per-seed result, whole, in every process.
+
+    Args:
+      local: [len(rows), ...] this process's results, for seeds `rows` (from `owned_rows`).
+      num_rows: S, the size of the full seed axis.
+    Returns: [S, ...]. Several processes: a collective every process must call; the rows of the
+    processes are disjoint, so adding zero-filled copies reproduces every value exactly.
+    """
+    full = np.zeros((num_rows, *local.shape[1:]), local.dtype)
+    full[rows] = local
+    if jax.process_count() == 1:
+        return full
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(full)).sum(0).astype(local.dtype)

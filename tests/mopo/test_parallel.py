@@ -1,8 +1,9 @@
 """Many seeds at once: vmapped ensemble fits equal separate fits; seeds sharded over 2 forced CPU
-devices give the same results as on one device (functional API and the CLI)."""
+devices, and over 2 processes (jax.distributed), give the same results as on one device."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import pytest
 
 from mopo_jax.mopo.config import tiny
 from mopo_jax.dynamics.fit import fit, fit_many
-from mopo_jax.sharding import seed_mesh
+from mopo_jax.sharding import combine_rows, gather, owned_rows, seed_mesh, shard_seeds
 
 CFG = tiny("hopper-random", epochs=2, steps_per_epoch=8, rollout_batch_size=32)
 
@@ -86,27 +87,79 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_run_equals_unsharded_on_two_cpu_devices(data_dirs, tmp_path):
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _two_processes(run_dir) -> list[subprocess.CompletedProcess]:
+    """The CLI as 2 local CPU processes (one device each), coordinator on 127.0.0.1."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--tiny",
+         "--dataset-steps", "1500", "--offline", "--num-seeds", "2", "--logdir", str(run_dir),
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    done = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            raise
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def _rows(run_dir) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(ln).items() if k != "chunk_seconds"} for ln in lines]
+
+
+def _assert_same_rows(one: list[dict], other: list[dict]) -> None:
+    """Equal up to float32 rounding of a different vmap width (1 vs 2 policies per device)."""
+    assert len(one) == len(other) == 2 * CFG.epochs
+    for a, b in zip(one, other):
+        assert a.keys() == b.keys()
+        numeric = [k for k in a if isinstance(a[k], (int, float)) and a[k] is not None]
+        rest = [k for k in a if k not in numeric and k != "eval_returns"]
+        assert {k: a[k] for k in rest} == {k: b[k] for k in rest}
+        np.testing.assert_allclose(a.get("eval_returns", []), b.get("eval_returns", []), rtol=1e-4)
+        np.testing.assert_allclose([a[k] for k in numeric], [b[k] for k in numeric], rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_run_on_two_devices_and_two_processes_equals_one_device(data_dirs, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    used = {d: json.loads((tmp_path / f"dev{d}" / "config.json").read_text())["devices_used"]
-            for d in ("1", "2")}
-    assert used == {"1": 1, "2": 2}
+    two = _two_processes(tmp_path / "proc2")  # the ensembles are cached by the script's runs
+    assert [p.returncode for p in two] == [0, 0], two[0].stderr[-2000:] + two[1].stderr[-2000:]
+    assert '"run_dir"' in two[0].stdout and '"run_dir"' not in two[1].stdout  # process 0 reports
+    saved = {d: json.loads((tmp_path / d / "config.json").read_text())
+             for d in ("dev1", "dev2", "proc2")}
+    assert {d: c["devices_used"] for d, c in saved.items()} == {"dev1": 1, "dev2": 2, "proc2": 2}
+    assert saved["proc2"]["processes"] == 2 and saved["dev2"]["processes"] == 1
+    one = _rows(tmp_path / "dev1")
+    _assert_same_rows(one, _rows(tmp_path / "dev2"))
+    _assert_same_rows(one, _rows(tmp_path / "proc2"))
+    assert sorted(p.name for p in (tmp_path / "proc2" / "policies").iterdir()) == sorted(
+        p.name for p in (tmp_path / "dev1" / "policies").iterdir())
 
-    def rows(d):
-        lines = (tmp_path / f"dev{d}" / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(ln).items() if k != "chunk_seconds"} for ln in lines]
 
-    one, two = rows("1"), rows("2")
-    assert len(one) == len(two) == 2 * CFG.epochs
-    for a, b in zip(one, two):
-        assert a.keys() == b.keys()
-        numeric = [k for k in a if isinstance(a[k], (int, float)) and a[k] is not None]
-        other = [k for k in a if k not in numeric and k != "eval_returns"]
-        assert {k: a[k] for k in other} == {k: b[k] for k in other}
-        np.testing.assert_allclose(a.get("eval_returns", []), b.get("eval_returns", []), rtol=1e-4)
-        np.testing.assert_allclose([a[k] for k in numeric], [b[k] for k in numeric], rtol=1e-4,
-                                   atol=1e-5)
+def test_gather_owned_rows_and_combine_rows_in_one_process():
+    mesh = seed_mesh(3)
+    tree = {"key": jax.random.split(jax.random.key(3), 3), "x": jnp.arange(6.0).reshape(3, 2)}
+    placed = shard_seeds(tree, mesh)
+    host = gather(placed)
+    np.testing.assert_array_equal(host["key"], jax.random.key_data(tree["key"]))  # raw key data
+    np.testing.assert_array_equal(host["x"], np.arange(6.0).reshape(3, 2))
+    np.testing.assert_array_equal(owned_rows(placed["x"]), [0, 1, 2])  # one process holds all
+    local = np.array([[1.5], [2.5]])
+    np.testing.assert_array_equal(combine_rows(local, np.array([0, 2]), 3), [[1.5], [0.0], [2.5]])

@@ -39,6 +39,9 @@ class RunOptions:
     checkpoint_minutes: float = 10.0  # wall-clock minutes between checkpoints (and one at the end)
     track: str = "none"  # also log to: none, tensorboard, wandb (offline)
     progress: bool = True  # print one line per evaluation
+    coordinator: str | None = None  # host:port of process 0: run as one of --num-processes (jax.distributed)
+    num_processes: int = 1  # processes of a multi-process run (each starts this command)
+    process_id: int = 0  # this process's index, 0 .. num_processes-1 (0 writes the run directory)
 
     def __post_init__(self):
         problems = []
@@ -54,6 +57,11 @@ class RunOptions:
             problems.append(f"download_timeout={self.download_timeout}: need > 0")
         if self.track not in TRACKERS:
             problems.append(f"track={self.track!r}: need one of {TRACKERS}")
+        if self.num_processes < 1 or not 0 <= self.process_id < self.num_processes:
+            problems.append(f"num_processes={self.num_processes}, process_id={self.process_id}: "
+                            "need num_processes >= 1 and 0 <= process_id < num_processes")
+        if self.num_processes > 1 and not self.coordinator:
+            problems.append(f"num_processes={self.num_processes} needs --coordinator HOST:PORT")
         if self.resume and self.overwrite:
             problems.append("resume and overwrite: choose one")
         if problems:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -116,6 +117,7 @@ def _meta(options: RunOptions, dataset, model_keys, argv) -> dict:
             "dynamics_models": model_keys, "ref_source": info.ref_source,
             "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
                       f"{len(jax.devices())} devices, {os.cpu_count()} host cores)",
+            "processes": jax.process_count(),
             "jax_version": jax.__version__, "versions": _versions(), "git_commit": _git_commit(),
             "command": " ".join(["python -m mopo_jax.train", *argv]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -142,27 +144,63 @@ def _printer(config: TrainConfig, grid: Grid, start: float):
     return show
 
 
+def _start_processes(options: RunOptions) -> None:
+    """Join a multi-process run (jax.distributed); 'auto' lets JAX read SLURM/TPU/MPI settings."""
+    if options.coordinator == "auto":
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(options.coordinator, num_processes=options.num_processes,
+                                   process_id=options.process_id)
+    log.info("process %d of %d, %d local / %d global devices", jax.process_index(),
+             jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _barrier(name: str) -> None:
+    """Wait until every process reaches this point (nothing to wait for in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _process_zero_first(name: str, build):
+    """`build()` in process 0, then in the others: they find what it cached (data, ensembles) and
+    do not build it again (on hosts without a shared cache they build the same thing themselves)."""
+    if jax.process_index() == 0:
+        value = build()
+        _barrier(name)
+        return value
+    _barrier(name)
+    return build()
+
+
 def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list[str]) -> int:
     """Run the train command once its flags parsed; returns the exit code."""
+    if options.coordinator:
+        _start_processes(options)
+    writer = jax.process_index() == 0
     grid = Grid(tuple(options.seed + i for i in range(options.num_seeds)), tuple(coefs), tuple(lengths))
     run_dir = Path(options.logdir) if options.logdir else default_logdir(config, grid)
     check_run_dir(run_dir, options, config, grid)
-    with rundir.RunLock(run_dir):
-        dataset = load_dataset(config.dataset, num_steps=options.dataset_steps,
-                               allow_download=False if options.offline else None,
-                               download_timeout_s=options.download_timeout)
+    _barrier("run directory checked")  # by every process, before process 0 writes in it
+    with rundir.RunLock(run_dir) if writer else contextlib.nullcontext():
+        dataset = _process_zero_first("dataset", lambda: load_dataset(
+            config.dataset, num_steps=options.dataset_steps,
+            allow_download=False if options.offline else None,
+            download_timeout_s=options.download_timeout))
         data = jax.tree.map(jnp.asarray, dataset.transitions())
-        models, model_keys = _models(config, options, data, dataset, grid.seeds)
+        models, model_keys = _process_zero_first(
+            "ensembles", lambda: _models(config, options, data, dataset, grid.seeds))
         info = dataset.info
         env = functools.partial(make_eval_env, info.task) if info.task else info.env_id
-        if options.overwrite:
+        if options.overwrite and writer:
             clear_run_files(run_dir)
         meta = _meta(options, dataset, model_keys, argv)
         spec = RunSpec(config, grid, run_dir, meta, (info.ref_min_score, info.ref_max_score),
                        checkpoint_seconds=60.0 * options.checkpoint_minutes,
                        num_devices=options.num_devices, resume=options.resume)
-        callbacks = [_printer(config, grid, time.perf_counter())] if options.progress else []
-        tracker = make_tracker(options.track, run_dir, meta) if options.track != "none" else None
+        callbacks = [_printer(config, grid, time.perf_counter())] if options.progress and writer else []
+        tracker = make_tracker(options.track, run_dir, meta) if options.track != "none" and writer else None
         if tracker is not None:
             callbacks.append(tracker.log_rows)
         try:
@@ -171,7 +209,8 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
         finally:
             if tracker is not None:
                 tracker.close()
-    print(json.dumps({"run_dir": str(run_dir), **{k: results[k] for k in (
-        "dataset", "epochs", "policy_ids", "final_return_mean", "final_normalized_score",
-        "ref_source", "dataset_source")}}))
+    if writer:
+        print(json.dumps({"run_dir": str(run_dir), **{k: results[k] for k in (
+            "dataset", "epochs", "policy_ids", "final_return_mean", "final_normalized_score",
+            "ref_source", "dataset_source")}}))
     return 0

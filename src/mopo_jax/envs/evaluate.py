@@ -19,7 +19,7 @@ _act = jax.jit(deterministic_action)
 
 def _cpu() -> jax.Device:
     """The host CPU device (looked up at call time, so importing this module starts no backend)."""
-    return jax.devices("cpu")[0]
+    return jax.local_devices(backend="cpu")[0]  # this process's own
 
 
 def _env_factory(make_env: EnvSource) -> Callable[[], gym.Env]:

@@ -6,11 +6,16 @@ Run directory (written by `run`; `mopo_jax.rundir` owns the file mechanics):
   results.json    per-policy summaries rebuilt from metrics.jsonl after every chunk
   checkpoints/    generation folders of the whole grid's state (wall-clock cadence, and at the end)
   policies/       <policy>-best and <policy>-final actors (msgpack + JSON, `load_policy` reads them)
+
+Several processes (`jax.distributed` initialised by the caller): the policy axis spans every
+process's devices, each process evaluates the policies on its own devices, and process 0 alone
+writes the run directory (which every process must see: resume reads it in each).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -29,7 +34,8 @@ from mopo_jax.mopo.grid import Grid, Policy, eval_seeds, group_keys_and_coefs
 from mopo_jax.mopo.results import build_results
 from mopo_jax.mopo.train import make_train
 from mopo_jax.sac.policy_io import save_policy
-from mopo_jax.sharding import replicate, replicated, seed_mesh, seed_sharding, shard_seeds
+from mopo_jax.sharding import (combine_rows, gather, owned_rows, replicate, replicated, seed_mesh,
+                               seed_sharding, shard_seeds)
 from mopo_jax.types import Transitions
 
 log = logging.getLogger("mopo_jax.run")
@@ -93,6 +99,7 @@ class _Group:
         index = jnp.asarray([0 if shared else p.seed_index for p in self.policies])
         self.models = shard_seeds(jax.tree.map(lambda x: x[index], models), mesh)
         self.mesh, self.chunks = mesh, {}
+        self.rows = owned_rows(jax.tree.leaves(self.state.sac.actor_params)[0])  # this process's
 
     def chunk(self, num: int, data: Transitions):
         """The compiled `num`-epoch step of all policies (compiled ahead of time, once per num)."""
@@ -130,15 +137,34 @@ def _metric_rows(group: _Group, metrics: dict, first_epoch: int, steps: int, dat
 
 
 def _evaluate(spec: RunSpec, group: _Group, actors, evaluate: EvaluateFn) -> list[dict]:
-    """Evaluation fields per policy of a group (actors: host params [P, ...])."""
-    episodes = spec.config.eval_episodes
+    """Evaluation fields per policy of a group (actors: host params [P, ...]); this process steps
+    only the policies on its own devices and the returns are then shared by every process."""
+    episodes, rows = spec.config.eval_episodes, group.rows
     seeds = np.stack([eval_seeds(p, episodes) for p in group.policies])
-    returns = np.asarray(evaluate(actors, seeds), np.float64)  # [P, E]
+    if len(rows):
+        local = np.asarray(evaluate(jax.tree.map(lambda x: x[rows], actors), seeds[rows]), np.float64)
+    else:  # a process whose devices hold none of this group's policies
+        local = np.zeros((0, episodes))
+    returns = combine_rows(local, rows, len(group.policies))  # [P, E]
     scores = normalize_return(returns.mean(1), *spec.ref_scores)
     return [{"eval_return": round(float(r.mean()), 4), "eval_return_std": round(float(r.std()), 4),
              "eval_returns": np.round(r, 3).tolist(),
              "normalized_score": None if np.isnan(s) else round(float(s), 4)}
             for r, s in zip(returns, scores)]
+
+
+def _writer() -> bool:
+    """Whether this process writes the run directory (process 0 of a multi-process run)."""
+    return jax.process_index() == 0
+
+
+def _shared_flag(flag: bool) -> bool:
+    """Process 0's `flag`, in every process (so all take the same branch at a collective)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 def _state_tree(groups: dict[int, _Group]) -> dict:
@@ -156,8 +182,9 @@ def _restore(spec: RunSpec, groups: dict[int, _Group]) -> tuple[int, list[dict]]
     for h, g in groups.items():
         g.state = shard_seeds(checkpoint.keys_from_data(tree[f"h{h}"], g.state), g.mesh)
     done = int(meta["epoch"])
-    rows = [r for r in rundir.read_jsonl(metrics_path) if r["epoch"] <= done]
-    rundir.write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    rows = [r for r in rundir.read_jsonl(metrics_path, repair=_writer()) if r["epoch"] <= done]
+    if _writer():
+        rundir.write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
     log.info("resumed %s at epoch %d (%d metric rows kept)", spec.run_dir, done, len(rows))
     return done, rows
 
@@ -185,29 +212,37 @@ def _write_config(spec: RunSpec, devices_used: int) -> None:
     rundir.write_text_atomic(spec.run_dir / "config.json", text)
 
 
-def _finish(spec, groups, pending, evaluate, best, rows_all, callbacks, final) -> None:
+@dataclasses.dataclass
+class _Progress:
+    """What the run has produced so far: every metric row, and the best evaluation per policy."""
+
+    rows: list[dict]
+    best: dict[str, float]
+
+
+def _finish(spec: RunSpec, groups: dict[int, _Group], pending, progress: _Progress, *,
+            evaluate: EvaluateFn, callbacks: Sequence[RowsCallback], final: bool) -> None:
     """Evaluate a dispatched chunk's actors, write its rows, results and best policies."""
     first_epoch, metrics, actors, dispatched = pending
     rows = []
     for h, g in groups.items():
-        host_metrics = jax.device_get(metrics[h])
-        host_actors = jax.device_get(actors[h])
+        host_metrics, host_actors = gather((metrics[h], actors[h]))
         chunk_rows = _metric_rows(g, host_metrics, first_epoch, spec.config.steps_per_epoch,
                                   spec.config.dataset)
         evals = _evaluate(spec, g, host_actors, evaluate)
-        last_epoch = chunk_rows[-1]["epoch"]
         for row, ev in zip(chunk_rows[-len(g.policies):], evals):
             row.update(ev)
-        _save_policies(spec, g, host_actors, evals, last_epoch, best, final)
+        if _writer():
+            _save_policies(spec, g, host_actors, evals, chunk_rows[-1]["epoch"], progress.best, final)
         rows += chunk_rows
     seconds = time.perf_counter() - dispatched
     for row in rows[-sum(len(g.policies) for g in groups.values()):]:
         row["chunk_seconds"] = round(seconds, 3)
-    lines = [json.dumps(r) + "\n" for r in rows]
-    rundir.append_lines(spec.run_dir / "metrics.jsonl", lines)
-    rows_all += rows
-    results = build_results(rows_all, [p.id for p in spec.grid.policies()], spec.meta)
-    rundir.write_text_atomic(spec.run_dir / "results.json", json.dumps(results, indent=2))
+    progress.rows += rows
+    if _writer():
+        rundir.append_lines(spec.run_dir / "metrics.jsonl", [json.dumps(r) + "\n" for r in rows])
+        results = build_results(progress.rows, [p.id for p in spec.grid.policies()], spec.meta)
+        rundir.write_text_atomic(spec.run_dir / "results.json", json.dumps(results, indent=2))
     for callback in callbacks:
         callback(rows)
 
@@ -227,20 +262,24 @@ def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: Ev
     run-directory lock. Returns the results dict (also written to results.json).
     """
     config, run_dir = spec.config, spec.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.clean_stale_temp_files(run_dir)
+    if _writer():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.clean_stale_temp_files(run_dir)
     size = len(spec.grid.seeds) * len(spec.grid.penalty_coefs)
     mesh = seed_mesh(size, spec.num_devices)
     data = replicate(data, mesh)
     groups = {h: _Group(spec, h, data, models, mesh) for h in spec.grid.rollout_lengths}
     done, rows_all = _restore(spec, groups) if spec.resume else (0, [])
-    if not spec.resume:
-        rundir.write_text_atomic(run_dir / "metrics.jsonl", "")
-    _write_config(spec, int(mesh.devices.size))
-    best = {}
+    if _writer():
+        if not spec.resume:
+            rundir.write_text_atomic(run_dir / "metrics.jsonl", "")
+        _write_config(spec, int(mesh.devices.size))
+    progress = _Progress(rows_all, {})
     for row in rows_all:
         if "eval_return" in row:
-            best[row["policy"]] = max(best.get(row["policy"], -np.inf), row["eval_return"])
+            progress.best[row["policy"]] = max(progress.best.get(row["policy"], -np.inf),
+                                               row["eval_return"])
+    finish = functools.partial(_finish, spec, groups, evaluate=evaluate, callbacks=callbacks)
     pending, last_checkpoint = None, clock()
     while done < config.epochs:
         num = min(config.eval_every - done % config.eval_every, config.epochs - done)
@@ -251,16 +290,18 @@ def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: Ev
             g.state, metrics[h] = compiled[h](g.state, data, g.models)
             actors[h] = jax.tree.map(jnp.copy, g.state.sac.actor_params)  # survives donation
         if pending is not None:
-            _finish(spec, groups, pending, evaluate, best, rows_all, callbacks, final=False)
+            finish(pending, progress, final=False)
         pending, done = (done + 1, metrics, actors, dispatched), done + num
-        if done >= config.epochs or clock() - last_checkpoint >= spec.checkpoint_seconds:
-            _finish(spec, groups, pending, evaluate, best, rows_all, callbacks,
-                    final=done >= config.epochs)
+        # every process takes the same branch: the cadence is process 0's clock, shared
+        due = done >= config.epochs or _shared_flag(clock() - last_checkpoint >= spec.checkpoint_seconds)
+        if due:
+            finish(pending, progress, final=done >= config.epochs)
             pending = None
-            rundir.save_checkpoint(run_dir, _state_tree(groups),
-                                   {"epoch": done, "policy_ids": [p.id for p in spec.grid.policies()]})
+            state = gather(_state_tree(groups))  # a collective: every process takes part
+            if _writer():
+                rundir.save_checkpoint(run_dir, state, {"epoch": done, "policy_ids": [
+                    p.id for p in spec.grid.policies()]})
             last_checkpoint = clock()
             log.info("checkpoint at epoch %d", done)
-    results = build_results(rows_all, [p.id for p in spec.grid.policies()], spec.meta)
-    rundir.write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
+    results = build_results(progress.rows, [p.id for p in spec.grid.policies()], spec.meta)
     return results
