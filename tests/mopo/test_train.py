@@ -85,3 +85,24 @@ def test_penalty_coef_is_traced_state_one_compile_serves_a_grid(setup):
     np.testing.assert_allclose(m["rollout_reward"], m["rollout_raw_reward"]
                                - np.asarray(lambdas) * m["rollout_penalty"], rtol=1e-4, atol=1e-4)
     assert m["rollout_reward"][2] < m["rollout_reward"][1] < m["rollout_reward"][0]
+
+
+def test_target_entropy_is_traced_state_and_matches_the_configured_value(setup):
+    """SAC's target entropy lives in the state like λ: one compiled program serves a grid of
+    targets, and each grid row equals a separate run whose config sets that target."""
+    import dataclasses
+
+    data, model, fns = setup
+    assert float(fns.init(jax.random.key(0)).target_entropy) == -3.0  # −act_dim, hopper
+    run = jax.jit(chex.assert_max_traces(
+        lambda s: jax.vmap(lambda st: fns.run_epochs(st, data, model, 2))(s), n=1))
+    keys = jnp.stack([jax.random.key(4)] * 2)
+    targets = jnp.asarray([-3.0, 1.0])
+    _, m = run(jax.vmap(fns.init)(keys, None, targets))
+    for i, target in enumerate([-3.0, 1.0]):
+        cfg = dataclasses.replace(CFG, sac=dataclasses.replace(CFG.sac, target_entropy=target))
+        single = make_train(cfg, data, model)
+        _, ms = single.run_epochs(single.init(jax.random.key(4)), data, model, 2)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-5), m, ms)
+    # a higher target entropy makes α's loss push α up: a different (larger) α after the updates
+    assert m["alpha"][1, -1] > m["alpha"][0, -1]

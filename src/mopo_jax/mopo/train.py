@@ -15,7 +15,7 @@ from mopo_jax.envs.termination import termination_fn
 from mopo_jax.mopo.config import TrainConfig
 from mopo_jax.mopo.rollout import make_rollout_fn
 from mopo_jax.sac.policy import make_policy_apply
-from mopo_jax.sac.update import SACState, init_sac, make_sac_update
+from mopo_jax.sac.update import SACState, default_target_entropy, init_sac, make_sac_update
 from mopo_jax.types import Transitions
 
 
@@ -27,12 +27,14 @@ class TrainState(flax.struct.PyTreeNode):
     key: jax.Array
     epoch: jax.Array  # [] int32, epochs completed
     penalty_coef: jax.Array  # [] float32, λ: traced, so one compiled program serves a λ grid
+    target_entropy: jax.Array  # [] float32, SAC's α target: traced like λ
 
 
 class TrainFns(NamedTuple):
     """Pure functions of one run; `data` and `model` are passed in, never baked in as constants.
 
-    init(key, penalty_coef=None) -> TrainState (λ defaults to config.penalty_coef)
+    init(key, penalty_coef=None, target_entropy=None) -> TrainState (defaults: the config's λ and
+        target entropy; both are traced state, so `jax.vmap(init)` over them makes a grid)
     epoch(state, data, model) -> (state, metrics: dict of [] scalars)
     run_epochs(state, data, model, num_epochs static) -> (state, metrics stacked [num_epochs]);
         jitted, and `state` is donated (its buffers are reused in place: don't use it afterwards)
@@ -60,13 +62,16 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
                               config.rollout_length, config.penalty, config.rollout_row_chunk)
     sac_update = make_sac_update(sac_cfg)
 
-    def init(key: jax.Array, penalty_coef: jax.Array | float | None = None) -> TrainState:
+    def init(key: jax.Array, penalty_coef: jax.Array | float | None = None,
+             target_entropy: jax.Array | float | None = None) -> TrainState:
         sac_key, key = jax.random.split(key)
         coef = config.penalty_coef if penalty_coef is None else penalty_coef
+        entropy = default_target_entropy(sac_cfg, act_dim) if target_entropy is None else target_entropy
         return TrainState(sac=init_sac(sac_key, obs_dim, act_dim, sac_cfg),
                           buffer=buffer_init(config.buffer_capacity, obs_dim, act_dim),
                           key=key, epoch=jnp.zeros((), jnp.int32),
-                          penalty_coef=jnp.asarray(coef, jnp.float32))
+                          penalty_coef=jnp.asarray(coef, jnp.float32),
+                          target_entropy=jnp.asarray(entropy, jnp.float32))
 
     def epoch(state: TrainState, data: Transitions, model: EnsembleModel):
         key, start_key, roll_key, sac_key = jax.random.split(state.key, 4)
@@ -80,7 +85,7 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
             batch_key, update_key = jax.random.split(step_key)
             batch = sample_mixed_batch(data, buffer, batch_key, sac_cfg.batch_size,
                                        config.real_ratio)
-            return sac_update(sac, batch, update_key)
+            return sac_update(sac, batch, update_key, state.target_entropy)
 
         sac, infos = jax.lax.scan(sac_step, state.sac,
                                   jax.random.split(sac_key, config.steps_per_epoch))

@@ -58,10 +58,17 @@ def init_sac(key: jax.Array, obs_dim: int, act_dim: int, config: SACConfig) -> S
     )
 
 
+def default_target_entropy(config: SACConfig, act_dim: int) -> float:
+    """The configured target entropy, or −act_dim when the config leaves it as None."""
+    return -float(act_dim) if config.target_entropy is None else float(config.target_entropy)
+
+
 def make_sac_update(
     config: SACConfig,
 ) -> Callable[[SACState, Transitions, jax.Array], tuple[SACState, dict[str, jax.Array]]]:
-    """Return a pure `update(state, batch [B rows], key) -> (state, info)` (jit/vmap-friendly).
+    """Return a pure `update(state, batch [B rows], key, target_entropy=None) -> (state, info)`
+    (jit/vmap-friendly). target_entropy: a traced [] float (None: the config's, or −act_dim), so
+    one compiled update serves a grid of target entropies.
 
     Order: critic step on r + γ(1−d)(min_i Q̄_i(s', a') − α log π(a'|s')), a' ~ π(·|s');
     Polyak target update with τ using the new critics; actor step on α log π − min_i Q_i
@@ -71,9 +78,11 @@ def make_sac_update(
     critic_net = _critic(config)
     actor_opt, critic_opt, alpha_opt = _optimizers(config)
 
-    def update(state: SACState, batch: Transitions, key: jax.Array):
+    def update(state: SACState, batch: Transitions, key: jax.Array,
+               target_entropy: jax.Array | float | None = None):
         act_dim = batch.actions.shape[-1]
-        target_entropy = -float(act_dim) if config.target_entropy is None else config.target_entropy
+        if target_entropy is None:
+            target_entropy = default_target_entropy(config, act_dim)
         actor = make_actor(config, act_dim)
         next_key, actor_key = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
