@@ -219,11 +219,12 @@ def test_minari_ids_and_d4rl_names_resolve(hopper_small, data_log):
 def test_module_cli_prints_a_clean_error_for_an_inner_dataset_error(tmp_path):
     env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp_path / "minari"),
                MOPO_JAX_CACHE_DIR=str(tmp_path / "cache"), MOPO_JAX_OFFLINE="1")
-    env.pop("MOPO_JAX_POLICY_DIR", None)
+    env["MOPO_JAX_BEHAVIOR_DIR"] = str(tmp_path / "behavior")  # no behaviour runs there
     proc = subprocess.run([sys.executable, "-m", "mopo_jax.data", "--dataset",
-                           "ant-medium-replay", "--num-steps", "200"],
+                           "halfcheetah-jump", "--num-steps", "200"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1 and "No behaviour policy ant-medium" in error[0]
-    assert "mujoco/ant/medium-replay" not in error[0]  # Minari has no such dataset
+    assert len(error) == 1 and "behaviour run 'halfcheetah-vel3'" in error[0]
+    assert "--reward halfcheetah-vel3" in error[0]  # the remedy
+    assert "Minari has no such dataset, so no download was tried" in error[0]

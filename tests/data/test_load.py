@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from mopo_jax import paths
+
 from mopo_jax.cli.data import main as data_main
 from mopo_jax.data.collect import collect_random_steps
 from mopo_jax.data.load import DatasetError, episode_returns, load_dataset
@@ -78,7 +80,8 @@ def test_random_recipe_is_deterministic_and_seeds_episodes():
     assert len(a["observations"]) == 300 + len(a["episode_lengths"])  # T+1 obs per episode
 
 
-def test_unbuildable_level_offline_names_ids_and_remedy(data_dirs):
+def test_unbuildable_level_offline_names_ids_and_remedy(data_dirs, tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "shipped_policy_dir", lambda: tmp_path / "nothing-shipped")
     with pytest.raises(DatasetError, match=r"mujoco/ant/medium-v\*.*No behaviour policy "
                        r"ant-medium.*python -m mopo_jax.behavior --env Ant-v5.*minari download"):
         load_dataset("ant-medium")

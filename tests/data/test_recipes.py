@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from mopo_jax import checkpoint
+from mopo_jax import checkpoint, paths
 from mopo_jax.behavior.config import BehaviorConfig
 from mopo_jax.behavior.train import train_behavior
 from mopo_jax.envs.catalog import ENVS
@@ -44,9 +44,11 @@ def dirs(data_dirs, tmp_path_factory):
         yield root
 
 
-def test_policy_levels_and_medium_expert(dirs):
-    with pytest.raises(DatasetError, match="No behaviour policy ant-medium"):
-        load_dataset("ant-medium", num_steps=300)
+def test_policy_levels_and_medium_expert(dirs, tmp_path, monkeypatch):
+    with monkeypatch.context() as mp:  # as if nothing were shipped
+        mp.setattr(paths, "shipped_policy_dir", lambda: tmp_path / "nothing-shipped")
+        with pytest.raises(DatasetError, match="No behaviour policy ant-medium"):
+            load_dataset("ant-medium", num_steps=300)
     (dirs / "policies").mkdir()  # these shadow the shipped hopper policies: $MOPO_JAX_POLICY_DIR wins
     params = _write_policy(dirs / "policies" / "hopper-medium", "Hopper-v5", 11, 3, "medium", 400, 0)
     _write_policy(dirs / "policies" / "hopper-expert", "Hopper-v5", 11, 3, "expert", 900, 1)
@@ -139,6 +141,7 @@ def test_rebuild_without_its_inputs_keeps_the_old_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     monkeypatch.setenv("MOPO_JAX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv(POLICY_DIR_ENV_VAR, str(tmp_path / "policies"))
+    monkeypatch.setattr(paths, "shipped_policy_dir", lambda: tmp_path / "nothing-shipped")
     (tmp_path / "policies").mkdir()
     _write_policy(tmp_path / "policies" / "ant-medium", "Ant-v5", 27, 8, "medium", 400, 3)
     built = load_dataset("ant-medium", num_steps=200, allow_download=False)
