@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from mopo_jax import paths
-
 from mopo_jax.cli.data import main as data_main
 from mopo_jax.data.collect import collect_random_steps
 from mopo_jax.data.load import DatasetError, episode_returns, load_dataset
