@@ -129,9 +129,9 @@ def test_resume_refuses_other_config_and_fresh_run_refuses_used_logdir(run):
     logdir = run[0]
     before = (logdir / "evals.jsonl").read_text()
     with pytest.raises(ValueError, match=r"different configuration.*eval_every.*new --logdir"):
-        train_behavior(dataclasses.replace(CFG, eval_every=300), logdir, resume=True, progress=False)
+        train_behavior(dataclasses.replace(CFG, eval_every=300), logdir, resume=True)
     with pytest.raises(ValueError, match="--resume"):
-        train_behavior(CFG, logdir, progress=False)
+        train_behavior(CFG, logdir)
     assert (logdir / "evals.jsonl").read_text() == before
 
 
@@ -148,12 +148,17 @@ def test_old_format_checkpoint_pair_still_resumes(run, tmp_path):
     shutil.rmtree(logdir / "checkpoints")
     assert checkpoint.load_metadata(logdir / "checkpoint")["step"] == EVAL_STEPS[-2]
     with pytest.raises(ValueError, match="--resume"):
-        train_behavior(CFG, logdir, progress=False)
+        train_behavior(CFG, logdir)
     (logdir / "checkpoint.msgpack").write_bytes(newer)  # the msgpack of a later save: a torn pair
     with pytest.raises(ValueError, match=r"cannot be resumed.*checksum.*delete .*checkpoint\.msgpack"):
-        train_behavior(CFG, logdir, resume=True, progress=False)
+        train_behavior(CFG, logdir, resume=True)
     (logdir / "checkpoint.msgpack").write_bytes(good)
-    summary = train_behavior(CFG, logdir, resume=True, progress=False)
+    steps, rows = [], []
+    summary = train_behavior(CFG, logdir, resume=True, on_steps=lambda s, t: steps.append((s, t)),
+                             on_eval=rows.append)
+    assert steps[0] == (EVAL_STEPS[-2], CFG.total_steps) and steps[-1][0] == CFG.total_steps
+    assert all(a[0] < b[0] for a, b in zip(steps, steps[1:]))  # progress only moves forward
+    assert rows == [json.loads((logdir / "evals.jsonl").read_text().splitlines()[-1])]
     assert summary["steps"] == CFG.total_steps and summary["evaluations"] == 1
     assert summary["sac_updates"] == CFG.total_steps - CFG.start_steps
     assert [json.loads(ln)["step"] for ln in (logdir / "evals.jsonl").read_text().splitlines()] == EVAL_STEPS
@@ -258,7 +263,7 @@ def test_history_without_extras_loads_and_resumes(run, tmp_path):
     assert set(loaded) == set(HISTORY_FIELDS)
     with pytest.raises(ValueError, match=r"lacks per-step extras.*not recorded.*train the run afresh"):
         history_extras(loaded)
-    summary = train_behavior(CFG, logdir, resume=True, progress=False)
+    summary = train_behavior(CFG, logdir, resume=True)
     assert summary["steps"] == CFG.total_steps
     history = load_history(logdir)
     cut = EVAL_STEPS[-2]

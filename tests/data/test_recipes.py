@@ -77,7 +77,7 @@ def test_history_levels_from_a_behaviour_run(dirs):
         load_dataset("halfcheetah-jump")
     cfg = BehaviorConfig(env_id="HalfCheetah-v5", total_steps=600, start_steps=200, update_every=50,
                          eval_every=300, eval_episodes=1, seed=0, max_episode_steps=150, sac=SAC)
-    train_behavior(cfg, dirs / "behavior" / "halfcheetah-vel3", progress=False)
+    train_behavior(cfg, dirs / "behavior" / "halfcheetah-vel3")
     jump = load_dataset("halfcheetah-jump")
     assert jump.size == 600 and jump.info.task == "halfcheetah-jump"
     assert np.isnan(jump.info.ref_min_score) and "raw returns" in jump.info.ref_source

@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import flax.struct
 import jax
@@ -211,9 +212,13 @@ def _write_eval_outputs(logdir: Path, meta: dict, state: BehaviorState, history:
                          {**meta, "step": step, "episodes": row["episodes"], "wall_seconds": wall})
 
 
-def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = False,
-                   progress: bool = True) -> dict:
+def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = False, *,
+                   on_steps: Callable[[int, int], None] | None = None,
+                   on_eval: Callable[[dict], None] | None = None) -> dict:
     """Train SAC online on `config.env_id`, writing into `logdir`; returns a summary dict.
+
+    on_steps(step, total) is called after every collected chunk and on_eval(row) with every
+    evaluation row (as written to evals.jsonl): progress display is the caller's.
 
     Loop: collect update_every env steps with the current stochastic policy (uniform random
     actions for the first start_steps), then one jitted call appends them to the device replay
@@ -238,12 +243,13 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
     try:
         with rundir.RunLock(logdir):
             rundir.clean_stale_temp_files(logdir, extra_dirs=("snapshots",))
-            return _train(config, logdir, resume, progress, env)
+            return _train(config, logdir, resume, env, on_steps or (lambda *_: None),
+                          on_eval or (lambda _: None))
     finally:
         env.close()
 
 
-def _train(config: BehaviorConfig, logdir: Path, resume: bool, progress: bool, env) -> dict:
+def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on_eval) -> dict:
     """The body of `train_behavior`, run holding the lock."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     meta, state, buffer, history, step, episodes, wall = _start(config, logdir, resume, obs_dim,
@@ -257,9 +263,7 @@ def _train(config: BehaviorConfig, logdir: Path, resume: bool, progress: bool, e
         return chunk_impl(*args)
 
     chunk = jax.jit(counted_chunk, donate_argnums=(0, 1))
-    from tqdm import tqdm
-
-    bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress)
+    on_steps(step, config.total_steps)
     obs = None  # reset lazily, so `episodes` counts exactly the episodes that have rows
     start_step, call_start = step, time.perf_counter()
     segment_start = interval_start = call_start
@@ -284,8 +288,8 @@ def _train(config: BehaviorConfig, logdir: Path, resume: bool, progress: bool, e
         rows, valid = _rows(history, step, end, U)
         num_updates = np.int32(max(0, end - max(step, config.first_update_step)))  # one per new row
         state, buffer, info = chunk(state, buffer, rows, valid, num_updates)
-        bar.update(end - step)
         step = end
+        on_steps(step, config.total_steps)
         if step % E and step < config.total_steps:
             continue
         info = {k: float(v) for k, v in jax.device_get(info).items()}
@@ -301,11 +305,8 @@ def _train(config: BehaviorConfig, logdir: Path, resume: bool, progress: bool, e
                "episodes": episodes, "sac_updates": int(state.sac.step), **info}
         evals.append(row)
         _write_eval_outputs(logdir, meta, state, history, row, returns, wall)
-        if progress:
-            bar.write(f"step {step:8d}  return {row['return_mean']:9.1f} ± {row['return_std']:7.1f}"
-                      f"  {steps_per_s:7.1f} env+update steps/s  alpha {info['alpha']:.3f}")
+        on_eval(row)
         interval_start, interval_step = time.perf_counter(), step
-    bar.close()
     seconds = time.perf_counter() - call_start
     best = max(evals, key=lambda r: r["return_mean"]) if evals else None
     return {"env_id": config.env_id, "logdir": str(logdir), "steps": step, "episodes": episodes,

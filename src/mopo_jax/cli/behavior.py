@@ -56,6 +56,30 @@ def _parsers():
     return train, export
 
 
+def _train_with_progress(train_behavior, config, logdir, resume: bool, show: bool) -> dict:
+    """`train_behavior` with a tqdm bar and one printed line per evaluation (unless not `show`)."""
+    from tqdm import tqdm
+
+    bars = []  # made at the first step, so an early error prints no empty bar
+
+    def on_steps(step: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, initial=step, unit="step", disable=not show))
+        bars[0].update(step - bars[0].n)
+
+    def on_eval(row: dict) -> None:
+        if show:
+            bars[0].write(f"step {row['step']:8d}  return {row['return_mean']:9.1f} ± "
+                          f"{row['return_std']:7.1f}  {row['steps_per_second']:7.1f} env+update "
+                          f"steps/s  alpha {row['alpha']:.3f}")
+
+    try:
+        return train_behavior(config, logdir, resume=resume, on_steps=on_steps, on_eval=on_eval)
+    finally:
+        for bar in bars:
+            bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (train, or `export`); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -91,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             sac=SACConfig(hidden_sizes=args.hidden, batch_size=args.batch_size),
             max_episode_steps=args.max_episode_steps, reward=args.reward)
         logdir = args.logdir or default_logdir(config)
-        summary = train_behavior(config, logdir, resume=args.resume, progress=not args.no_progress)
+        summary = _train_with_progress(train_behavior, config, logdir, args.resume,
+                                       show=not args.no_progress)
     except (ValueError, FileNotFoundError, RunDirError) as err:
         return fail(err)
     print(json.dumps(summary))
