@@ -20,6 +20,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mopo_jax import checkpoint
+
 SEED_AXIS = "seeds"
 
 
@@ -54,25 +56,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def _is_key(x: Any) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def _put(tree: Any, sharding: NamedSharding) -> Any:
     """`tree` on `sharding`; across processes every process must pass the same full values."""
     if sharding.is_fully_addressable:
         return jax.device_put(tree, sharding)
     # device_put cannot target other processes' devices; a jit whose output has the global
     # sharding can, from host values each process holds in full (keys travel as their raw data).
-    leaves, treedef = jax.tree.flatten(tree)
-    impls = [jax.random.key_impl(x) if _is_key(x) else None for x in leaves]
-    data = jax.device_get([x if i is None else jax.random.key_data(x) for x, i in zip(leaves, impls)])
-
-    def build(values):
-        return treedef.unflatten([v if i is None else jax.random.wrap_key_data(v, impl=i)
-                                  for v, i in zip(values, impls)])
-
-    return jax.jit(build, out_shardings=sharding)(data)
+    data = jax.device_get(checkpoint.keys_to_data(tree))
+    return jax.jit(lambda d: checkpoint.keys_from_data(d, tree), out_shardings=sharding)(data)
 
 
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:
@@ -96,7 +87,7 @@ def owned_rows(array: jax.Array) -> np.ndarray:
 def gather(tree: Any) -> Any:
     """Host (numpy) copies of every leaf of `tree`, whole, in every process (typed PRNG keys come
     back as their raw uint32 data). Several processes: a collective every process must call."""
-    data = jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    data = checkpoint.keys_to_data(tree)
     if all(x.is_fully_addressable for x in jax.tree.leaves(data) if isinstance(x, jax.Array)):
         return jax.device_get(data)
     from jax.experimental import multihost_utils  # only needed with several processes
@@ -120,3 +111,21 @@ def combine_rows(local: np.ndarray, rows: np.ndarray, num_rows: int) -> np.ndarr
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(full)).sum(0).astype(local.dtype)
+
+
+
+def broadcast_flag(flag: bool) -> bool:
+    """Process 0's `flag`, in every process (so all take the same branch at a collective)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches this point (nothing to wait for in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

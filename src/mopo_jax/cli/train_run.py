@@ -27,6 +27,7 @@ from mopo_jax.envs.ood_env import make_eval_env
 from mopo_jax.mopo.config import TrainConfig, config_to_dict
 from mopo_jax.mopo.grid import Grid
 from mopo_jax.mopo.run import RunSpec, TrainingDiverged, resume_mismatch, run
+from mopo_jax.sharding import barrier
 from mopo_jax.tracking import make_tracker
 
 log = logging.getLogger("mopo_jax.train")
@@ -155,22 +156,14 @@ def _start_processes(options: RunOptions) -> None:
              jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-def _barrier(name: str) -> None:
-    """Wait until every process reaches this point (nothing to wait for in a single process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 def _process_zero_first(name: str, build):
     """`build()` in process 0, then in the others: they find what it cached (data, ensembles) and
     do not build it again (on hosts without a shared cache they build the same thing themselves)."""
     if jax.process_index() == 0:
         value = build()
-        _barrier(name)
+        barrier(name)
         return value
-    _barrier(name)
+    barrier(name)
     return build()
 
 
@@ -182,7 +175,7 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
     grid = Grid(tuple(options.seed + i for i in range(options.num_seeds)), tuple(coefs), tuple(lengths))
     run_dir = Path(options.logdir) if options.logdir else default_logdir(config, grid)
     check_run_dir(run_dir, options, config, grid)
-    _barrier("run directory checked")  # by every process, before process 0 writes in it
+    barrier("run directory checked")  # by every process, before process 0 writes in it
     with rundir.RunLock(run_dir) if writer else contextlib.nullcontext():
         dataset = _process_zero_first("dataset", lambda: load_dataset(
             config.dataset, num_steps=options.dataset_steps,

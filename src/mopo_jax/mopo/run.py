@@ -34,8 +34,8 @@ from mopo_jax.mopo.grid import Grid, Policy, eval_seeds, group_keys_and_coefs
 from mopo_jax.mopo.results import build_results
 from mopo_jax.mopo.train import make_train
 from mopo_jax.sac.policy_io import save_policy
-from mopo_jax.sharding import (combine_rows, gather, owned_rows, replicate, replicated, seed_mesh,
-                               seed_sharding, shard_seeds)
+from mopo_jax.sharding import (broadcast_flag, combine_rows, gather, owned_rows, replicate,
+                               replicated, seed_mesh, seed_sharding, shard_seeds)
 from mopo_jax.types import Transitions
 
 log = logging.getLogger("mopo_jax.run")
@@ -156,15 +156,6 @@ def _evaluate(spec: RunSpec, group: _Group, actors, evaluate: EvaluateFn) -> lis
 def _writer() -> bool:
     """Whether this process writes the run directory (process 0 of a multi-process run)."""
     return jax.process_index() == 0
-
-
-def _shared_flag(flag: bool) -> bool:
-    """Process 0's `flag`, in every process (so all take the same branch at a collective)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 def _state_tree(groups: dict[int, _Group]) -> dict:
@@ -293,7 +284,7 @@ def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: Ev
             finish(pending, progress, final=False)
         pending, done = (done + 1, metrics, actors, dispatched), done + num
         # every process takes the same branch: the cadence is process 0's clock, shared
-        due = done >= config.epochs or _shared_flag(clock() - last_checkpoint >= spec.checkpoint_seconds)
+        due = done >= config.epochs or broadcast_flag(clock() - last_checkpoint >= spec.checkpoint_seconds)
         if due:
             finish(pending, progress, final=done >= config.epochs)
             pending = None

@@ -35,6 +35,7 @@ def actor_loss(actor_params: Params, actor: Actor, critic: TwinCritic, critic_pa
     return jnp.mean(alpha * log_prob - q_pi), log_prob
 
 
-def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array,
+               target_entropy: jax.Array | float) -> jax.Array:
     """−log α · (mean log π + target entropy): α grows while the entropy is below the target."""
     return -log_alpha * jax.lax.stop_gradient(jnp.mean(log_prob) + target_entropy)
