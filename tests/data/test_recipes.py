@@ -151,3 +151,60 @@ def test_rebuild_without_its_inputs_keeps_the_old_copy(tmp_path, monkeypatch):
     kept = load_dataset("ant-medium", num_steps=200, allow_download=False)
     assert kept.info.source == "local Minari cache" and kept.info.minari_id == built.info.minari_id
     np.testing.assert_array_equal(kept.actions, built.actions)
+
+
+def test_a_build_from_a_policy_changed_since_is_built_again(tmp_path, monkeypatch, caplog):
+    """Reproducer: re-exporting a policy used to leave its old local dataset in use silently."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setenv("MOPO_JAX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(POLICY_DIR_ENV_VAR, str(tmp_path / "policies"))
+    monkeypatch.setenv(BEHAVIOR_DIR_ENV_VAR, str(tmp_path / "behavior"))
+    monkeypatch.setattr(paths, "shipped_policy_dir", lambda: tmp_path / "nothing-shipped")
+    (tmp_path / "policies").mkdir()
+    flags = dict(num_steps=200, allow_download=False)
+    _write_policy(tmp_path / "policies" / "hopper-medium", "Hopper-v5", 11, 3, "medium", 400, 4)
+    _write_policy(tmp_path / "policies" / "hopper-expert", "Hopper-v5", 11, 3, "expert", 900, 5)
+    old_expert = load_dataset("hopper-expert", **flags)
+    old_both = load_dataset("hopper-medium-expert", num_steps=400, allow_download=False)
+    assert load_dataset("hopper-expert", **flags).info.source == "local Minari cache"
+    new_params = _write_policy(tmp_path / "policies" / "hopper-expert", "Hopper-v5", 11, 3,
+                               "expert", 950, 6)
+    with caplog.at_level("WARNING", logger="mopo_jax.data"):
+        new_expert = load_dataset("hopper-expert", **flags)
+    assert new_expert.info.source == "built locally"
+    assert new_expert.info.minari_id == old_expert.info.minari_id
+    assert "inputs changed since it was built: policy hopper-expert" in caplog.text
+    np.testing.assert_allclose(new_expert.actions,
+                               collect_policy_steps("Hopper-v5", new_params, 200)["actions"], rtol=1e-6)
+    assert np.abs(new_expert.actions - old_expert.actions).max() > 0.01
+    assert load_dataset("hopper-expert", **flags).info.source == "local Minari cache"
+    # medium-expert holds the old expert half: it is built again from the new one.
+    new_both = load_dataset("hopper-medium-expert", num_steps=400, allow_download=False)
+    assert new_both.info.source == "built locally"
+    np.testing.assert_array_equal(new_both.actions[:200], old_both.actions[:200])
+    np.testing.assert_array_equal(new_both.actions[200:], new_expert.actions)
+    # A policy that is gone cannot be compared: the copy built from it is kept.
+    shutil.rmtree(tmp_path / "policies")
+    assert load_dataset("hopper-expert", **flags).info.source == "local Minari cache"
+
+
+def test_an_ood_build_is_stale_once_its_run_has_grown(tmp_path, monkeypatch):
+    from mopo_jax.data.recipes import changed_inputs, input_stamps
+
+    monkeypatch.setenv(BEHAVIOR_DIR_ENV_VAR, str(tmp_path / "behavior"))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    assert input_stamps("halfcheetah", "jump") is None  # no run: nothing to compare
+    run = tmp_path / "behavior" / "halfcheetah-vel3"
+    run.mkdir(parents=True)
+    np.savez(run / "history.npz", num_steps=np.int64(600))
+    assert input_stamps("halfcheetah", "jump") == {"history halfcheetah-vel3": "600"}
+    assert input_stamps("halfcheetah", "random") == {}
+    meta = tmp_path / "minari" / "mopo_jax" / "halfcheetah" / "jump-v0" / "data" / "metadata.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"mopo_jax_inputs": {"history halfcheetah-vel3": "600"}}))
+    assert changed_inputs("mopo_jax/halfcheetah/jump-v0", "halfcheetah-jump") == []
+    np.savez(run / "history.npz", num_steps=np.int64(900))
+    assert changed_inputs("mopo_jax/halfcheetah/jump-v0", "halfcheetah-jump") == [
+        "history halfcheetah-vel3 (built from 600, now 900)"]
+    meta.write_text(json.dumps({}))  # a build that predates the record is not second-guessed
+    assert changed_inputs("mopo_jax/halfcheetah/jump-v0", "halfcheetah-jump") == []

@@ -115,7 +115,7 @@ def _build(env: str, level: str, num_steps: int | None, rebuild: bool, allow_dow
     minari_id, size = _build_id(ours, level, num_steps)
     log.info("[c] %s %s locally", "--rebuild: rebuilding" if rebuild else "building", minari_id)
     if level == "medium-expert":
-        half = size // 2
+        half, inputs = size // 2, recipes.input_stamps(env, level)
         try:
             flags = dict(allow_download=allow_download, download_timeout_s=download_timeout_s)
             medium = load_dataset(f"{env}-medium", num_steps=half, **flags)
@@ -126,7 +126,7 @@ def _build(env: str, level: str, num_steps: int | None, rebuild: bool, allow_dow
         steps = recipes.concat_steps(recipes.flat_steps(medium), recipes.flat_steps(expert))
         recipes.write_steps(minari_id, steps, env, f"{env}-medium ({half} steps of "
                             f"{medium.info.minari_id}) followed by {env}-expert ({size - half} "
-                            f"steps of {expert.info.minari_id})")
+                            f"steps of {expert.info.minari_id})", inputs=inputs)
     else:
         recipes.build_level(env, level, minari_id, size)
     paths.flat_cache_path(minari_id).unlink(missing_ok=True)
@@ -155,6 +155,15 @@ def _drop_bad_official(official: str | None, name: str) -> None:
             minari_io.remove_dataset(minari_id)
 
 
+def _inputs_unchanged(minari_id: str, name: str) -> bool:
+    """Whether our local build `minari_id` was made from the inputs present now (logs when not)."""
+    changed = recipes.changed_inputs(minari_id, name)
+    if changed:
+        log.warning("[a] ignoring %s: its inputs changed since it was built: %s; building it again",
+                    minari_id, "; ".join(changed))
+    return not changed
+
+
 def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
              download_timeout_s: float, rebuild: bool) -> tuple[str, str]:
     """Find or make the Minari dataset for (env, level); returns (minari_id, source)."""
@@ -170,7 +179,8 @@ def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
             return kept[0], "local Minari cache"
     else:
         local = minari_io.local_ids(official) if official else []
-        local += [i for i in minari_io.local_ids(ours) if _built_size(i) >= (num_steps or 0)]
+        local += [i for i in minari_io.local_ids(ours) if _built_size(i) >= (num_steps or 0)
+                  and _inputs_unchanged(i, name)]
         if local:
             log.info("[a] local Minari cache: found %s", local[0])
             return local[0], "local Minari cache"
@@ -214,7 +224,8 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
     Resolution, each step logged in one line on the 'mopo_jax.data' logger: (a) the local Minari
     cache (MINARI_DATASETS_PATH or ~/.minari/datasets), official `mujoco/<env>/<level>` first, then
     our own builds `mopo_jax/<env>/<level>`; folders whose data file does not open (an interrupted
-    download or build) are ignored with a warning; (b) a Minari download into a temporary folder,
+    download or build) are ignored with a warning, and so is a build of ours whose recorded inputs
+    changed since (a policy re-exported, an OOD source run grown: recipes.input_stamps); (b) a Minari download into a temporary folder,
     renamed into place when complete, bounded by `download_timeout_s`; only for the levels Minari
     has (catalog.MINARI_OFFICIAL_LEVELS) and skipped when `allow_download` is False (default:
     unless MOPO_JAX_OFFLINE=1); a failed download is logged as a WARNING and named in

@@ -20,6 +20,7 @@ from mopo_jax.envs.make import env_spec
 
 log = logging.getLogger("mopo_jax.data")
 NAMESPACE_METADATA_FILE = "namespace_metadata.json"  # what minari.namespace writes per namespace
+INPUTS_KEY = "mopo_jax_inputs"  # metadata of our builds: {input name: fingerprint} (recipes.input_stamps)
 
 
 class UnreadableDataset(RuntimeError):
@@ -88,6 +89,14 @@ def dataset_state(minari_id: str, root: Path | None = None) -> str:
         return "intact" if episodes == int(meta["total_episodes"]) > 0 else "broken"
     except Exception:  # missing/unparsable metadata, missing or truncated data file
         return "broken"
+
+
+def read_metadata(minari_id: str) -> dict:
+    """The `data/metadata.json` of a local Minari dataset ({} when it cannot be read)."""
+    try:
+        return json.loads((paths.minari_dataset_dir(minari_id) / "data" / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _matching_ids(prefix: str) -> list[str]:
@@ -212,7 +221,7 @@ def _episode_buffers(steps: dict) -> list:
 
 def write_minari_dataset(
     dataset_id: str, steps: dict, env_id: str, *, description: str, algorithm_name: str,
-    ref_min_score: float, ref_max_score: float,
+    ref_min_score: float, ref_max_score: float, inputs: dict[str, str] | None = None,
 ) -> Path:
     """Write collected steps (the dict of `collect.collect_steps`) as ONE Minari dataset
     `dataset_id`, atomically; returns its folder.
@@ -222,6 +231,7 @@ def write_minari_dataset(
     hidden temporary root inside the Minari root, then renamed into place, replacing any folder
     already there (a broken copy, or the dataset being rebuilt). A build killed halfway leaves
     nothing that looks like a dataset, and an old copy stays until the new one is complete.
+    `inputs` ({input name: fingerprint}, see recipes.input_stamps) is recorded under INPUTS_KEY.
     """
     import minari
     from minari.dataset.minari_storage import MinariStorage
@@ -238,6 +248,7 @@ def write_minari_dataset(
             "algorithm_name": algorithm_name, "description": description,
             "minari_version": minari.__version__,
             "ref_min_score": ref_min_score, "ref_max_score": ref_max_score,
+            INPUTS_KEY: dict(inputs or {}),
         })
         start = time.perf_counter()
         log.info("writing %s: %d transitions in %d episodes", dataset_id, len(steps["actions"]),

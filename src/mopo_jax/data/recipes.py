@@ -23,6 +23,7 @@ Where the inputs come from:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -33,8 +34,9 @@ from mopo_jax import paths
 from mopo_jax.behavior.artifacts import history_extras, history_length, load_history, load_policy
 from mopo_jax.data.collect import (FIRST_RESET_SEED, collect_policy_steps, collect_random_steps,
                                    steps_from_flat)
-from mopo_jax.data.minari_io import write_minari_dataset
-from mopo_jax.envs.catalog import D4RL_REF_SOURCE, ENVS, OOD_DATASETS, POLICY_LEVELS, canonical_name
+from mopo_jax.data.minari_io import INPUTS_KEY, read_metadata, write_minari_dataset
+from mopo_jax.envs.catalog import (D4RL_REF_SOURCE, ENVS, OOD_DATASETS, POLICY_LEVELS,
+                                   canonical_name, parse_dataset_name)
 from mopo_jax.envs.ood import get_task, relabel
 from mopo_jax.types import Transitions
 
@@ -56,6 +58,42 @@ def find_policy(env: str, level: str) -> Path | None:
 def shipped_policies() -> list[str]:
     """Names `<env>-<level>` of the policies shipped inside the package."""
     return sorted(p.stem for p in paths.shipped_policy_dir().glob("*.json"))
+
+
+def input_stamps(env: str, level: str) -> dict[str, str] | None:
+    """What a local build of `<env>-<level>` is made from, as {input: fingerprint}: the sha256 of
+    each behaviour policy's weights (medium, expert, medium-replay, both for medium-expert) and the
+    number of steps in an OOD dataset's source history (the dataset is the whole history). {} for
+    random data; None when an input is not on this machine (a local copy can then not be checked)."""
+    name = canonical_name(env, level)
+    if name in OOD_DATASETS:
+        run_dir = paths.behavior_run_dir(OOD_DATASETS[name].source_run)
+        if not (run_dir / "history.npz").exists():
+            return None
+        return {f"history {OOD_DATASETS[name].source_run}": str(history_length(run_dir))}
+    levels = {"medium-expert": ("medium", "expert"), "medium-replay": ("medium",)}.get(
+        level, (level,) if level in POLICY_LEVELS else ())
+    stamps = {}
+    for policy_level in levels:
+        prefix = find_policy(env, policy_level)
+        if prefix is None:
+            return None
+        digest = hashlib.sha256(prefix.with_suffix(".msgpack").read_bytes()).hexdigest()
+        stamps[f"policy {env}-{policy_level}"] = digest
+    return stamps
+
+
+def changed_inputs(minari_id: str, name: str) -> list[str]:
+    """The inputs of our local build `minari_id` of dataset `name` that differ now from those it
+    was built from (e.g. a policy re-exported since), as 'input (built from X, now Y)'. [] when
+    none differ, or when either side is unknown (a build that predates the record, a missing
+    policy)."""
+    recorded = read_metadata(minari_id).get(INPUTS_KEY)
+    current = input_stamps(*parse_dataset_name(name))
+    if recorded is None or current is None:
+        return []
+    return [f"{key} (built from {str(recorded.get(key))[:12]}, now {value[:12]})"
+            for key, value in current.items() if recorded.get(key) != value]
 
 
 def _train_hint(env_id: str, run: str, extra: str = "") -> str:
@@ -110,13 +148,15 @@ def concat_steps(a: dict, b: dict) -> dict:
     return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
-def write_steps(minari_id: str, steps: dict, env: str, what: str, ood: bool = False) -> None:
-    """Write `steps` as Minari dataset `minari_id` (atomically), described as built from `what`."""
+def write_steps(minari_id: str, steps: dict, env: str, what: str, ood: bool = False,
+                inputs: dict[str, str] | None = None) -> None:
+    """Write `steps` as Minari dataset `minari_id` (atomically), described as built from `what`,
+    recording `inputs` (input_stamps, taken before the build) in its metadata."""
     info = ENVS[env]
     refs = (dict(ref_min_score=float("nan"), ref_max_score=float("nan")) if ood else
             dict(ref_min_score=info.ref_min_score, ref_max_score=info.ref_max_score))
     write_minari_dataset(minari_id, steps, info.env_id, description=f"Built locally by mopo_jax: {what}.",
-                         algorithm_name="mopo_jax behaviour SAC", **refs)
+                         algorithm_name="mopo_jax behaviour SAC", inputs=inputs, **refs)
 
 
 def _ood_steps(name: str, env_id: str) -> tuple[dict, str]:
@@ -146,7 +186,7 @@ def build_level(env: str, level: str, minari_id: str, num_steps: int) -> str:
     `minari_id` (atomic); returns a description of its inputs. Raises RecipeInputMissing when a
     policy or behaviour run is not available."""
     info, name = ENVS[env], canonical_name(env, level)
-    ood = name in OOD_DATASETS
+    ood, inputs = name in OOD_DATASETS, input_stamps(env, level)
     if level == "random":
         log.info("building %s locally: %d uniform-random steps of %s", minari_id, num_steps, info.env_id)
         steps = collect_random_steps(info.env_id, num_steps)
@@ -171,5 +211,5 @@ def build_level(env: str, level: str, minari_id: str, num_steps: int) -> str:
         steps, what = _ood_steps(name, info.env_id)
     else:
         raise RecipeInputMissing(f"no local recipe for {name!r}")
-    write_steps(minari_id, steps, env, what, ood=ood)
+    write_steps(minari_id, steps, env, what, ood=ood, inputs=inputs)
     return what
