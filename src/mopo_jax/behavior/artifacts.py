@@ -36,6 +36,17 @@ def cut_history(history: dict, upto_step: int) -> dict:
     return out
 
 
+def empty_history(total: int, obs_dim: int, act_dim: int, pos_dim: int) -> dict:
+    """Zeroed host history of `total` rows (layout as `load_history` returns), with the step
+    extras (positions [total, pos_dim] etc.) NaN until recorded: rows restored from a history
+    written before extras were recorded keep NaN there."""
+    extras = {k: np.full((total, pos_dim) if "positions" in k else total, np.nan)
+              for k in EXTRA_FIELDS}
+    return {"observations": np.zeros((total, obs_dim)), "actions": np.zeros((total, act_dim), np.float32),
+            "rewards": np.zeros(total), "next_observations": np.zeros((total, obs_dim)),
+            "terminations": np.zeros(total, bool), "truncations": np.zeros(total, bool), **extras}
+
+
 def save_history(logdir: str | Path, history: dict, num_steps: int) -> None:
     """Write rows [0, num_steps) (via `cut_history`) to `<logdir>/history.npz` atomically
     (`checkpoint.atomic_write`: temp file + os.replace, mode 0o666 & ~umask)."""

@@ -1,4 +1,4 @@
-"""The checkpoint of a behaviour run directory: generation folders, the old-format pair, the files cut back to it."""
+"""A behaviour run directory's checkpoint: generations, the old-format pair, cutting back to it, config checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from mopo_jax import checkpoint, rundir
 from mopo_jax.behavior.artifacts import list_snapshots, snapshot_prefix
+from mopo_jax.behavior.config import config_from_dict, config_to_dict
 
 LEGACY_CHECKPOINT = "checkpoint"  # prefix of the checkpoint pair written before generation folders
 
@@ -68,3 +69,13 @@ def cut_back_to(logdir: str | Path, step: int) -> None:
             for path in (checkpoint.msgpack_path(prefix), checkpoint.json_path(prefix),
                          checkpoint.pending_path(prefix)):
                 Path(path).unlink(missing_ok=True)
+
+
+def check_same_config(logdir: Path, saved: dict, config_dict: dict) -> None:
+    """ValueError naming the differing fields when a run's saved config is not `config_dict`."""
+    saved = config_to_dict(config_from_dict(saved["config"]))  # fields added since take their defaults
+    if saved != config_dict:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} vs {v!r}" for k, v in config_dict.items()
+                         if saved.get(k) != v)
+        raise ValueError(f"--resume: {logdir} was started with a different configuration "
+                         f"(saved vs requested: {diff}); use a new --logdir.")

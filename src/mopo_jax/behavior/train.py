@@ -15,12 +15,13 @@ import numpy as np
 
 from mopo_jax import checkpoint, rundir
 from mopo_jax.behavior import run_files
-from mopo_jax.behavior.artifacts import HISTORY_FIELDS, load_history, save_history, snapshot_prefix
-from mopo_jax.behavior.config import (BehaviorConfig, config_from_dict, config_to_dict, eval_seed,
-                                      reset_seed, training_command)
+from mopo_jax.behavior.artifacts import (HISTORY_FIELDS, empty_history, load_history, save_history,
+                                         snapshot_prefix)
+from mopo_jax.behavior.config import (BehaviorConfig, config_to_dict, eval_seed, reset_seed,
+                                      training_command)
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, buffer_sample
 from mopo_jax.envs.evaluate import evaluate_policy
-from mopo_jax.envs.extras import EXTRA_FIELDS, INFO_KEY, RecordStepExtras, position_dim
+from mopo_jax.envs.extras import INFO_KEY, RecordStepExtras, position_dim
 from mopo_jax.envs.make import make_env as make_gym_env
 from mopo_jax.envs.ood_env import CappedVelocityRewardWrapper
 from mopo_jax.sac.policy import sample_action
@@ -131,26 +132,6 @@ def _rows(history: dict, start: int, stop: int, pad_to: int) -> tuple[Transition
     return rows, np.arange(pad_to) < stop - start
 
 
-def _empty_history(total: int, obs_dim: int, act_dim: int, pos_dim: int) -> dict:
-    """Zeroed host history of `total` rows (layout as `load_history` returns), with the step
-    extras (positions [total, pos_dim] etc.) NaN until recorded: rows restored from a history
-    written before extras were recorded keep NaN there."""
-    extras = {k: np.full((total, pos_dim) if "positions" in k else total, np.nan)
-              for k in EXTRA_FIELDS}
-    return {"observations": np.zeros((total, obs_dim)), "actions": np.zeros((total, act_dim), np.float32),
-            "rewards": np.zeros(total), "next_observations": np.zeros((total, obs_dim)),
-            "terminations": np.zeros(total, bool), "truncations": np.zeros(total, bool), **extras}
-
-
-def _check_same_config(logdir: Path, saved: dict, config_dict: dict) -> None:
-    saved = config_to_dict(config_from_dict(saved["config"]))  # fields added since take their defaults
-    if saved != config_dict:
-        diff = ", ".join(f"{k}: {saved.get(k)!r} vs {v!r}" for k, v in config_dict.items()
-                         if saved.get(k) != v)
-        raise ValueError(f"--resume: {logdir} was started with a different configuration "
-                         f"(saved vs requested: {diff}); use a new --logdir.")
-
-
 def _resume(logdir: Path, state, buffer, history):
     """Restore (state, buffer, history rows, step, episodes, wall seconds) from the newest good
     checkpoint generation in `logdir`, or from the old-format pair when there is no generation."""
@@ -174,7 +155,7 @@ def _start(config: BehaviorConfig, logdir: Path, resume: bool, obs_dim: int, act
     if saved is not None and not resume:
         raise ValueError(f"{logdir} already holds a run; pass --resume to continue it or use a new --logdir.")
     if saved is not None:
-        _check_same_config(logdir, saved, config_to_dict(config))
+        run_files.check_same_config(logdir, saved, config_to_dict(config))
         if saved.get("obs_dim", obs_dim) != obs_dim:  # e.g. a 105-dim Ant run of earlier versions
             raise ValueError(f"--resume: {logdir} has {saved['obs_dim']}-dim observations, this "
                              f"version's {config.env_id} has {obs_dim}; use a new --logdir.")
@@ -184,7 +165,7 @@ def _start(config: BehaviorConfig, logdir: Path, resume: bool, obs_dim: int, act
             "jax_version": jax.__version__, "obs_dim": obs_dim, "act_dim": act_dim}
     state = init_state(config, obs_dim, act_dim)
     buffer = jax.jit(buffer_init, static_argnums=(0, 1, 2))(config.total_steps, obs_dim, act_dim)
-    history = _empty_history(config.total_steps, obs_dim, act_dim, pos_dim)
+    history = empty_history(config.total_steps, obs_dim, act_dim, pos_dim)
     if saved is not None:
         state, buffer, step, episodes, wall = _resume(logdir, state, buffer, history)
     else:
