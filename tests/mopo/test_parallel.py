@@ -1,5 +1,5 @@
 """Many seeds at once: vmapped ensemble fits equal separate fits; seeds sharded over 2 forced CPU
-devices, and over 2 processes (jax.distributed), give the same results as on one device."""
+devices, and over 2 processes (jax.distributed, also when resumed), give the same results as on one device."""
 
 import json
 import os
@@ -93,7 +93,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _two_processes(run_dir) -> list[subprocess.CompletedProcess]:
+def _two_processes(run_dir, *extra: str) -> list[subprocess.CompletedProcess]:
     """The CLI as 2 local CPU processes (one device each), coordinator on 127.0.0.1."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
@@ -101,7 +101,8 @@ def _two_processes(run_dir) -> list[subprocess.CompletedProcess]:
     procs = [subprocess.Popen(
         [sys.executable, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--tiny",
          "--dataset-steps", "1500", "--offline", "--num-seeds", "2", "--logdir", str(run_dir),
-         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+         *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     done = []
     for proc in procs:
@@ -139,8 +140,11 @@ def test_run_on_two_devices_and_two_processes_equals_one_device(data_dirs, tmp_p
     proc = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    two = _two_processes(tmp_path / "proc2")  # the ensembles are cached by the script's runs
-    assert [p.returncode for p in two] == [0, 0], two[0].stderr[-2000:] + two[1].stderr[-2000:]
+    # The ensembles are cached by the script's runs. 2 processes run 1 epoch, then resume to 2.
+    for extra in (("--epochs", "1"), ("--resume",)):
+        two = _two_processes(tmp_path / "proc2", *extra)
+        assert [p.returncode for p in two] == [0, 0], two[0].stderr[-2000:] + two[1].stderr[-2000:]
+        assert len(_rows(tmp_path / "proc2")) == 2 * (1 if extra[0] == "--epochs" else CFG.epochs)
     assert '"run_dir"' in two[0].stdout and '"run_dir"' not in two[1].stdout  # process 0 reports
     saved = {d: json.loads((tmp_path / d / "config.json").read_text())
              for d in ("dev1", "dev2", "proc2")}
