@@ -188,7 +188,10 @@ def test_export_and_load_policy_round_trip(run, tmp_path, capsys):
     assert main(["export", "--logdir", str(logdir), "--level", "medium", "--out",
                           str(tmp_path / "med"), "--episodes", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == select_medium_step(logdir)
-    assert load_policy(tmp_path / "med")[1]["level"] == "medium"
+    medium = load_policy(tmp_path / "med")[1]
+    assert medium["level"] == "medium" and medium["selection"]["fraction"] == pytest.approx(1 / 3)
+    best = max(list_snapshots(logdir), key=lambda s: s[1])
+    assert (medium["selection"]["best_step"], medium["selection"]["best_training_return"]) == best
 
 
 def test_select_medium_step_on_hand_written_snapshots(tmp_path):
@@ -206,10 +209,13 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     for argv in (["--env", "NoSuchEnv-v0", "--steps", "10", "--logdir", str(tmp_path / "a")],
                  ["--env", "Hopper-v5", "--steps", "0", "--logdir", str(tmp_path / "b")],
                  ["export", "--logdir", str(tmp_path / "missing"), "--level", "medium",
+                  "--out", str(tmp_path / "p")],
+                 ["export", "--logdir", str(tmp_path), "--level", "medium", "--fraction", "1.5",
                   "--out", str(tmp_path / "p")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err
+    assert "--fraction must be in (0, 1], got 1.5" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -144,6 +144,18 @@ def select_medium_step(logdir: str | Path, fraction: float = 1 / 3) -> int:
     raise ValueError(f"no trained snapshot in {logdir} reaches {fraction:.3g} x the best return")
 
 
+def select_snapshot(logdir: str | Path, level: str, fraction: float = 1 / 3) -> tuple[int, dict]:
+    """(step, how it was chosen) of the snapshot to export as `level` ('expert': the best;
+    'medium': select_medium_step with `fraction`); the record goes into the policy's JSON."""
+    best = select_expert_step(logdir)
+    record = {"rule": "the best snapshot by its training evaluation", "best_step": best,
+              "best_training_return": dict(list_snapshots(logdir))[best]}
+    if level == "expert":
+        return best, record
+    record["rule"] = "the first trained snapshot at >= fraction x the best's training evaluation"
+    return select_medium_step(logdir, fraction), {**record, "fraction": fraction}
+
+
 def _actor_template(obs_dim: int, act_dim: int, sac: SACConfig):
     state = jax.eval_shape(lambda k: init_sac(k, obs_dim, act_dim, sac), jax.random.key(0))
     return state.actor_params

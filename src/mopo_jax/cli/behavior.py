@@ -52,7 +52,8 @@ def _parsers():
     export.add_argument("--out", required=True, help="output prefix (.msgpack and .json)")
     export.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
     export.add_argument("--seed", type=int, default=0, help="first evaluation reset seed")
-    export.add_argument("--fraction", type=float, default=1 / 3)
+    export.add_argument("--fraction", type=float, default=1 / 3,
+                        help="medium: the share of the best return to reach, in (0, 1] (default 1/3)")
     return train, export
 
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         train_parser.parse_args(argv)
     setup_logging()
-    from mopo_jax.behavior.artifacts import export_policy, select_expert_step, select_medium_step
+    from mopo_jax.behavior.artifacts import export_policy, select_snapshot
     from mopo_jax.behavior.train import train_behavior
     from mopo_jax.rundir import RunDirError
 
@@ -100,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileNotFoundError(f"--logdir {args.logdir} does not exist")
             if args.episodes < 1:
                 raise ValueError("--episodes must be positive")
-            step = (select_expert_step(args.logdir) if args.level == "expert"
-                    else select_medium_step(args.logdir, args.fraction))
-            meta = export_policy(args.logdir, step, args.out, args.level, episodes=args.episodes,
-                                 seed=args.seed)
+            if not 0 < args.fraction <= 1:
+                raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
+            step, selection = select_snapshot(args.logdir, args.level, args.fraction)
+            meta = export_policy(args.logdir, step, args.out, args.level, {"selection": selection},
+                                 episodes=args.episodes, seed=args.seed)
             print(json.dumps({k: meta[k] for k in ("env_id", "level", "step", "return_mean",
                                                    "return_std")}))
             return 0
