@@ -113,7 +113,6 @@ def combine_rows(local: np.ndarray, rows: np.ndarray, num_rows: int) -> np.ndarr
     return np.asarray(multihost_utils.process_allgather(full)).sum(0).astype(local.dtype)
 
 
-
 def broadcast_flag(flag: bool) -> bool:
     """Process 0's `flag`, in every process (so all take the same branch at a collective)."""
     if jax.process_count() == 1:

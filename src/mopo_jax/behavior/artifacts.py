@@ -148,12 +148,12 @@ def select_snapshot(logdir: str | Path, level: str, fraction: float = 1 / 3) -> 
     """(step, how it was chosen) of the snapshot to export as `level` ('expert': the best;
     'medium': select_medium_step with `fraction`); the record goes into the policy's JSON."""
     best = select_expert_step(logdir)
-    record = {"rule": "the best snapshot by its training evaluation", "best_step": best,
-              "best_training_return": dict(list_snapshots(logdir))[best]}
+    best_record = {"best_step": best, "best_training_return": dict(list_snapshots(logdir))[best]}
     if level == "expert":
-        return best, record
-    record["rule"] = "the first trained snapshot at >= fraction x the best's training evaluation"
-    return select_medium_step(logdir, fraction), {**record, "fraction": fraction}
+        return best, {"rule": "the best snapshot by its training evaluation", **best_record}
+    return select_medium_step(logdir, fraction), {
+        "rule": "the first trained snapshot at >= fraction x the best's training evaluation",
+        "fraction": fraction, **best_record}
 
 
 def _actor_template(obs_dim: int, act_dim: int, sac: SACConfig):

@@ -1,4 +1,4 @@
-"""A behaviour run directory's checkpoint: generations, the old-format pair, cutting back to it, config checks."""
+"""A behaviour run directory's checkpoint: generations, old-format pair, cut-back, config check."""
 
 from __future__ import annotations
 

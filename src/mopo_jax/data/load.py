@@ -159,7 +159,7 @@ def _inputs_unchanged(minari_id: str, name: str) -> bool:
     """Whether our local build `minari_id` was made from the inputs present now (logs when not)."""
     changed = recipes.changed_inputs(minari_id, name)
     if changed:
-        log.warning("[a] ignoring %s: its inputs changed since it was built: %s; building it again",
+        log.warning("[a] ignoring %s: its inputs changed since it was built: %s; not using it",
                     minari_id, "; ".join(changed))
     return not changed
 
@@ -225,11 +225,11 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
     cache (MINARI_DATASETS_PATH or ~/.minari/datasets), official `mujoco/<env>/<level>` first, then
     our own builds `mopo_jax/<env>/<level>`; folders whose data file does not open (an interrupted
     download or build) are ignored with a warning, and so is a build of ours whose recorded inputs
-    changed since (a policy re-exported, an OOD source run grown: recipes.input_stamps); (b) a Minari download into a temporary folder,
-    renamed into place when complete, bounded by `download_timeout_s`; only for the levels Minari
-    has (catalog.MINARI_OFFICIAL_LEVELS) and skipped when `allow_download` is False (default:
-    unless MOPO_JAX_OFFLINE=1); a failed download is logged as a WARNING and named in
-    info.source; (c) a local build (every level but 'simple': see mopo_jax.data.recipes).
+    changed since (a policy re-exported, an OOD source run grown: recipes.input_stamps);
+    (b) a Minari download into a temporary folder, renamed into place when complete, bounded by
+    `download_timeout_s`; only for the levels Minari has (catalog.MINARI_OFFICIAL_LEVELS) and
+    skipped when `allow_download` is False (default: unless MOPO_JAX_OFFLINE=1); a failed download
+    is logged as a WARNING and named in info.source; (c) a local build (every level but 'simple': see mopo_jax.data.recipes).
     The values are checked (`check_values`) and the first read is cached as .npz under
     MOPO_JAX_CACHE_DIR, so later loads take seconds.
 

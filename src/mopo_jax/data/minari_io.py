@@ -75,8 +75,10 @@ def dataset_state(minari_id: str, root: Path | None = None) -> str:
     directory = paths.minari_dataset_dir(minari_id, root)
     if not directory.exists():
         return "absent"
+    meta = read_metadata(minari_id, root)
+    if not meta:
+        return "broken"
     try:
-        meta = json.loads((directory / "data" / "metadata.json").read_text())
         if meta.get("data_format", "hdf5") != "hdf5":
             import minari
 
@@ -87,14 +89,16 @@ def dataset_state(minari_id: str, root: Path | None = None) -> str:
         with h5py.File(directory / "data" / "main_data.hdf5", "r") as f:
             episodes = len(f)  # one group per episode, as Minari's HDF5 storage counts them
         return "intact" if episodes == int(meta["total_episodes"]) > 0 else "broken"
-    except Exception:  # missing/unparsable metadata, missing or truncated data file
+    except Exception:  # metadata without total_episodes, a missing or truncated data file
         return "broken"
 
 
-def read_metadata(minari_id: str) -> dict:
-    """The `data/metadata.json` of a local Minari dataset ({} when it cannot be read)."""
+def read_metadata(minari_id: str, root: Path | None = None) -> dict:
+    """The `data/metadata.json` of Minari dataset `minari_id` under `root` (default: the Minari
+    root); {} when it is missing or cannot be parsed."""
     try:
-        return json.loads((paths.minari_dataset_dir(minari_id) / "data" / "metadata.json").read_text())
+        path = paths.minari_dataset_dir(minari_id, root) / "data" / "metadata.json"
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
