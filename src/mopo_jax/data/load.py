@@ -230,8 +230,8 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
     `download_timeout_s`; only for the levels Minari has (catalog.MINARI_OFFICIAL_LEVELS) and
     skipped when `allow_download` is False (default: unless MOPO_JAX_OFFLINE=1); a failed download
     is logged as a WARNING and named in info.source; (c) a local build (every level but 'simple':
-    see mopo_jax.data.recipes). The values are checked (`check_values`) and the first read is cached as .npz under
-    MOPO_JAX_CACHE_DIR, so later loads take seconds.
+    see mopo_jax.data.recipes). The values are checked (`check_values`) and the first read is
+    cached as .npz under MOPO_JAX_CACHE_DIR, so later loads take seconds.
 
     Args:
       name: '<env>-<level>' (see `mopo_jax.envs.catalog.dataset_names()`), a Minari id
