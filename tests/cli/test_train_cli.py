@@ -67,14 +67,56 @@ def test_reused_run_dir_is_refused_and_left_untouched(finished, capsys):
 
 
 def test_default_run_dirs_differ_by_config(data_dirs, tmp_path, monkeypatch):
+    from mopo_jax.cli.train_flags import RunOptions
     from mopo_jax.cli.train_run import default_logdir
     from mopo_jax.mopo.config import tiny
     from mopo_jax.mopo.grid import Grid
 
-    a = default_logdir(tiny(), Grid((0,), (1.0,), (5,)))
-    b = default_logdir(tiny(), Grid((0,), (2.0,), (5,)))
-    c = default_logdir(tiny(epochs=3), Grid((0,), (1.0,), (5,)))
-    assert len({a, b, c}) == 3 and a.name.startswith("hopper-random-h5-lam1-seed0-")
+    opts = RunOptions()
+    a = default_logdir(tiny(), Grid((0,), (1.0,), (5,)), opts)
+    b = default_logdir(tiny(), Grid((0,), (2.0,), (5,)), opts)
+    c = default_logdir(tiny(epochs=3), Grid((0,), (1.0,), (5,)), opts)
+    d = default_logdir(tiny(), Grid((0,), (1.0,), (5,)), RunOptions(dataset_steps=4000))
+    assert len({a, b, c, d}) == 4 and a.name.startswith("hopper-random-h5-lam1-seed0-")
+
+
+def test_running_the_same_command_again_continues_its_run(data_dirs, tmp_path, monkeypatch, capsys):
+    """Reproducer: re-running the --tiny smoke test failed with 'already holds a run'."""
+    monkeypatch.chdir(tmp_path)
+    args = [a if a != "2" else "1" for a in TINY]  # --epochs 1
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert main(args) == 0
+    again = capsys.readouterr()
+    assert "holds the run of this exact command: continuing it" in again.err
+    run_dir = json.loads(first.out.splitlines()[-1])["run_dir"]
+    assert json.loads(again.out.splitlines()[-1])["run_dir"] == run_dir
+    assert [r["epoch"] for r in _rows(tmp_path / run_dir)] == [1]  # nothing trained twice
+
+
+def test_resume_refuses_other_data_or_models(finished, tmp_path, capsys):
+    """Reproducers: --resume accepted another --dataset-steps, --shared-model on a per-seed grid
+    and another --dynamics-path, training the new epochs on other data or ensembles."""
+    import shutil
+
+    before = _snapshot(finished)
+    for extra, field in ((["--dataset-steps", "1500"], "dataset_steps: saved 2000, requested 1500"),
+                         (["--shared-model"], "shared_model: saved False, requested True"),
+                         (["--dynamics-path", str(tmp_path / "other")], "dynamics_path: saved None")):
+        assert main([*TINY, "--epochs", "3", "--resume", "--logdir", str(finished), *extra]) == 2
+        err = capsys.readouterr().err
+        assert field in err and "Traceback" not in err, err
+    assert _snapshot(finished) == before
+    copy = tmp_path / "copy"  # the same flags, but the dataset files changed since
+    shutil.copytree(finished, copy)
+    (copy / ".lock").unlink(missing_ok=True)
+    saved = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(saved | {"data_stamp": "an older build"}))
+    snapshot = _snapshot(copy)
+    assert main([*TINY, "--epochs", "3", "--resume", "--logdir", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on other data: data_stamp: saved 'an older build'" in err
+    assert _snapshot(copy) == snapshot
 
 
 def test_resume_of_a_finished_run_keeps_and_extends_results(finished, tmp_path):

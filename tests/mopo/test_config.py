@@ -1,6 +1,7 @@
 """Presets: the paper's (h, λ) per dataset, the original's target entropy −3, and config validation."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -29,7 +30,9 @@ def test_paper_presets_and_target_entropy():
 
 @pytest.mark.parametrize("field,value,message", [
     ("real_ratio", 1.5, "real_ratio=1.5"), ("rollout_length", 0, "rollout_length=0"),
-    ("epochs", 0, "epochs=0"), ("eval_every", 0, "eval_every=0"),
+    ("epochs", 0, "epochs=0"), ("eval_every", -1, "eval_every=-1"),
+    ("eval_every", True, "eval_every=True"), ("final_eval_episodes", -1, "final_eval_episodes=-1"),
+    ("rollout_clip", "obs", "rollout_clip='obs'"),
     ("penalty_coef", float("inf"), "penalty_coef=inf"), ("penalty_coef", float("nan"), "penalty_coef=nan"),
     ("penalty", "max", "penalty='max'"), ("dataset", "hopper-nothing", "dataset='hopper-nothing'"),
 ])
@@ -37,6 +40,40 @@ def test_invalid_train_config_names_field_value_and_range(field, value, message)
     with pytest.raises(ValueError, match="invalid TrainConfig") as err:
         dataclasses.replace(TrainConfig(), **{field: value})
     assert message in str(err.value) and "need" in str(err.value)
+
+
+def test_a_run_that_would_never_be_evaluated_is_refused():
+    assert TrainConfig(eval_every=0).final_eval_episodes == 100  # final evaluation only: allowed
+    with pytest.raises(ValueError, match="never be evaluated"):
+        TrainConfig(eval_every=0, final_eval_episodes=0)
+
+
+@pytest.mark.parametrize("name", dataset_names())
+def test_defaults_are_the_originals_however_the_config_is_made(name, tmp_path):
+    """TrainConfig(dataset=...), preset(), the CLI flags and a saved config.json all give the
+    dataset's (h, λ), target entropy −3, evaluation every epoch of 10 episodes, 1000 epochs."""
+    from mopo_jax.cli.train_flags import parse
+
+    direct = TrainConfig(dataset=name)
+    horizon, coef = PAPER_PRESETS.get(name, (5, 1.0))
+    assert (direct.rollout_length, direct.penalty_coef) == (horizon, coef)
+    assert direct.sac.target_entropy == -3.0
+    assert (direct.eval_every, direct.eval_episodes, direct.final_eval_episodes) == (1, 10, 100)
+    assert (direct.epochs, direct.steps_per_epoch, direct.rollout_batch_size) == (1000, 1000, 50_000)
+    assert direct.rollout_clip == "none" and direct.penalty == "max_std"
+    assert preset(name.upper()) == direct
+    assert config_from_dict(config_to_dict(direct)) == direct
+    cli_config, coefs, lengths, _ = parse(["--dataset", name])
+    assert cli_config == direct and coefs == (coef,) and lengths == (horizon,)
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"config": config_to_dict(direct)}))
+    assert parse(["--config", str(saved)])[0] == direct
+
+
+def test_train_config_built_directly_uses_the_original_target_entropy():
+    """Reproducer: TrainConfig() used SACConfig()'s −|A| (−6 on walker2d), unlike preset()."""
+    assert TrainConfig(dataset="walker2d-random").sac.target_entropy == -3.0
+    assert TrainConfig().sac.target_entropy == preset("hopper-random").sac.target_entropy
 
 
 def test_invalid_sub_configs():
@@ -53,3 +90,14 @@ def test_config_dict_round_trip():
     assert config_from_dict(config_to_dict(config)) == config
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         config_from_dict({**config_to_dict(config), "bogus": 1})
+
+
+@pytest.mark.parametrize("form", ["hopper-random", "HOPPER-RANDOM", " hopper-random ",
+                                  "mujoco/hopper/random-v0", "hopper-random-v2"])
+def test_every_name_form_gives_the_same_config(form):
+    """Reproducer: train rejected 'hopper-medium-v2', 'mujoco/hopper/random-v0', 'HOPPER-RANDOM'."""
+    from mopo_jax.cli.train_flags import parse
+
+    want = TrainConfig(dataset="hopper-random")
+    assert TrainConfig(dataset=form) == preset(form) == want
+    assert parse(["--dataset", form])[0] == want

@@ -206,3 +206,35 @@ def test_elite_penalties_evaluate_only_elites(setup, penalty):
     again = rollout_fn(jax.random.key(7), broken, actor, start, 0.5, policy_apply=POLICY, horizon=2,
                        termination=termination_fn("halfcheetah"), penalty=penalty)
     np.testing.assert_allclose(again.reward, out.reward, rtol=1e-6)
+
+
+def test_rollout_clip_data_clips_samples_and_the_default_changes_nothing(setup):
+    """--rollout-clip data: next states and rewards are clipped to the data's range before the
+    termination rule and the penalty; without bounds (the default) every number is as sampled."""
+    from mopo_jax.mopo.rollout import ClipBounds, data_bounds
+    from mopo_jax.types import Transitions
+
+    model, actor, start = setup
+    term = termination_fn("halfcheetah")
+    args = (jax.random.key(4), model, actor, start, 0.5)
+    kw = dict(policy_apply=POLICY, horizon=3, termination=term)
+    free = rollout_fn(*args, **kw)
+    huge = ClipBounds(jnp.full(OBS, -1e30), jnp.full(OBS, 1e30), jnp.float32(-1e30), jnp.float32(1e30))
+    for a, b in zip(free, rollout_fn(*args, huge, **kw)):  # bounds that bind nowhere: identical
+        np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(1)
+    obs = rng.normal(0, 0.02, (50, OBS)).astype(np.float32) + np.float32(1.25) * (np.arange(OBS) == 0)
+    data = Transitions(jnp.asarray(obs), jnp.zeros((50, ACT)), jnp.asarray(rng.uniform(-0.1, 0.2, 50)),
+                       jnp.asarray(obs[::-1].copy()), jnp.zeros(50))
+    bounds = data_bounds(data)
+    np.testing.assert_allclose(bounds.obs_low, np.minimum(obs.min(0), obs[::-1].min(0)))
+    np.testing.assert_allclose([bounds.reward_low, bounds.reward_high],
+                               [data.rewards.min(), data.rewards.max()])
+    clipped = rollout_fn(*args, bounds, **kw)
+    assert np.all(clipped.next_obs >= bounds.obs_low) and np.all(clipped.next_obs <= bounds.obs_high)
+    assert np.all(clipped.raw_reward >= bounds.reward_low) and np.all(clipped.raw_reward <= bounds.reward_high)
+    np.testing.assert_allclose(clipped.next_obs[0], np.clip(free.next_obs[0], bounds.obs_low,
+                                                            bounds.obs_high), rtol=1e-6)
+    assert not np.allclose(free.next_obs, clipped.next_obs)  # the random model leaves the range
+    np.testing.assert_allclose(clipped.reward, clipped.raw_reward - 0.5 * clipped.penalty, rtol=1e-5,
+                               atol=1e-5)

@@ -11,7 +11,8 @@ import pytest
 from mopo_jax import rundir
 from mopo_jax.dynamics.fit import fit_many
 from mopo_jax.mopo.config import config_to_dict, tiny
-from mopo_jax.mopo.grid import Grid, Policy, eval_seeds, policy_key
+from mopo_jax.keys import policy_key
+from mopo_jax.mopo.grid import Grid, Policy, eval_seeds
 from mopo_jax.mopo.run import RunSpec, TrainingDiverged, resume_mismatch, run
 from mopo_jax.mopo.train import make_train
 from mopo_jax.sac.policy import deterministic_action
@@ -72,9 +73,13 @@ def test_grid_equals_single_runs(setup, tmp_path):
         for k in a:
             if isinstance(a[k], float):
                 np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
-    # Evaluation seeds depend on (seed, λ, h), not on the policy's position in the run.
-    np.testing.assert_array_equal(single_eval.seeds[0][0], eval_seeds(Policy(1, 1, 2.0, 5), 1))
-    seeds = [eval_seeds(p, 3)[0] for p in grid.policies()]
+    # Evaluation seeds depend on (seed, λ, h, epoch), not on the policy's position in the run;
+    # each evaluation and the final one get their own start states.
+    policy = Policy(1, 1, 2.0, 5)
+    asked = [s[0].tolist() for s in single_eval.seeds]
+    assert asked == [eval_seeds(policy, 1, 2).tolist(), eval_seeds(policy, 1, 4).tolist(),
+                     eval_seeds(policy, CFG.final_eval_episodes, None).tolist()]
+    seeds = [int(s) for p in grid.policies() for e in (2, 4, None) for s in eval_seeds(p, 3, e)]
     assert len(set(seeds)) == len(seeds)
     # The λ of each policy is traced state: the penalised reward uses it.
     for r in _rows(tmp_path / "grid"):
@@ -115,6 +120,34 @@ def test_kill_and_resume_reproduce_the_uninterrupted_run(setup, tmp_path):
     extended = run(_spec(tmp_path, "killed", grid, resume=True, config=longer), data,
                    _models(models, [0]), evaluate=FakeEval())
     assert [e["epoch"] for e in extended["policies"]["h5-lam1-seed0"]["evaluations"]] == [2, 4, 6]
+
+
+def test_final_evaluation_on_fresh_states_and_final_only_mode(setup, tmp_path):
+    data, models = setup
+    grid = Grid((0,), (1.0,), (5,))
+    fake = FakeEval()
+    results = run(_spec(tmp_path, "e", grid), data, _models(models, [0]), evaluate=fake)
+    rows = _rows(tmp_path / "e")
+    assert [r["epoch"] for r in rows if "eval_return" in r] == [2, 4]
+    assert [r["epoch"] for r in rows if "final_eval_return" in r] == [4]
+    assert fake.seeds[-1].shape == (1, CFG.final_eval_episodes)
+    summary = results["policies"]["h5-lam1-seed0"]
+    assert summary["final_eval_episodes"] == CFG.final_eval_episodes
+    assert summary["final_eval_return_mean"] == rows[-1]["final_eval_return"]
+    assert summary["last10_evaluations"] == 2 and "optimistic" in results["notes"]["best"]
+    assert load_policy(tmp_path / "e" / "policies" / "h5-lam1-seed0-best").metadata["optimistic"]
+    # --eval-every 0: no evaluation during training, only the final one.
+    only_final = tiny("hopper-random", epochs=4, steps_per_epoch=6, rollout_batch_size=32,
+                      eval_every=0)
+    fake = FakeEval()
+    results = run(_spec(tmp_path, "f", grid, config=only_final), data, _models(models, [0]),
+                  evaluate=fake)
+    rows = _rows(tmp_path / "f")
+    assert len(fake.seeds) == 1 and not any("eval_return" in r for r in rows)
+    assert [r["epoch"] for r in rows if "final_eval_return" in r] == [4]
+    assert results["policies"]["h5-lam1-seed0"]["final_eval_return_mean"] is not None
+    # The same training numbers as the run that evaluated every 2 epochs.
+    assert [r["critic_loss"] for r in rows] == [r["critic_loss"] for r in _rows(tmp_path / "e")]
 
 
 def test_resume_mismatch_names_only_the_differing_fields():

@@ -12,7 +12,7 @@ from mopo_jax.report import bootstrap_ci, iqm, report
 from mopo_jax.report.plots import MAX_PNG_BYTES
 from mopo_jax.rundir import RunDirError
 
-EPOCHS, EVAL_EVERY = 30, 2  # 15 evaluations per policy: the last 10 are a proper subset
+EPOCHS, EVAL_EVERY = 30, 2  # 15 evaluations per policy; the last 10 epochs hold 5 of them
 REF = "D4RL v2 reference constants (test)"
 
 
@@ -43,22 +43,34 @@ def _write_run(run_dir, dataset="hopper-medium", lams=(1.0, 5.0), seeds=(0, 1, 2
                             "eval_returns": [100.0 * score] * 2,
                             "normalized_score": score if scored else None}
                 lines.append(json.dumps(row) + "\n")
+        if epoch == EPOCHS:  # the final evaluation on fresh start states, on the last rows
+            for i, line in enumerate(lines[-len(lams) * len(seeds):], len(lines) - len(lams) * len(seeds)):
+                row = json.loads(line)
+                fresh = _score(row["penalty_coef"], row["seed"], EPOCHS) - 1.0
+                row |= {"final_eval_return": 100.0 * fresh, "final_eval_return_std": 2.0,
+                        "final_eval_returns": [100.0 * fresh], "final_eval_episodes": 100,
+                        "final_eval_normalized_score": fresh if scored else None}
+                lines[i] = json.dumps(row) + "\n"
     text = "".join(lines) + ('{"epoch": 31, "sac_steps": 31' if torn else "")
     (run_dir / "metrics.jsonl").write_text(text)
     return run_dir
 
 
 def _expected(run_dir, lam, metric="normalized_score"):
-    """(final scores [S], last-10 means [S]) per seed, straight from metrics.jsonl."""
+    """(final scores [S], means over the last 10 epochs' evaluations [S], final evaluations [S])
+    per seed, straight from metrics.jsonl."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
             if line.endswith("}")]
-    finals, lasts = [], []
+    final_field = "final_eval_normalized_score" if metric == "normalized_score" else "final_eval_return"
+    finals, lasts, fresh = [], [], []
     for seed in sorted({r["seed"] for r in rows}):
-        evals = [r[metric] for r in sorted(rows, key=lambda r: r["epoch"])
-                 if r["seed"] == seed and r["penalty_coef"] == lam and "eval_return" in r]
-        finals.append(evals[-1])
-        lasts.append(np.mean(evals[-10:]))
-    return np.array(finals), np.array(lasts)
+        mine = [r for r in sorted(rows, key=lambda r: r["epoch"])
+                if r["seed"] == seed and r["penalty_coef"] == lam]
+        evals = [r for r in mine if "eval_return" in r]
+        finals.append(evals[-1][metric])
+        lasts.append(np.mean([r[metric] for r in evals if r["epoch"] > EPOCHS - 10]))
+        fresh.append(mine[-1][final_field])
+    return np.array(finals), np.array(lasts), np.array(fresh)
 
 
 @pytest.fixture
@@ -71,18 +83,26 @@ def test_table_values_match_numpy(run_dir):
     by_lam = {s["penalty_coef"]: s for s in result["summaries"]}
     assert sorted(by_lam) == [1.0, 5.0]
     for lam, s in by_lam.items():
-        final, last = _expected(run_dir, lam)
+        final, last, fresh = _expected(run_dir, lam)
         assert (s["dataset"], s["rollout_length"], s["seeds"]) == ("hopper-medium", 5, (0, 1, 2))
-        assert s["metric"] == "normalized_score" and s["min_evals"] == EPOCHS // EVAL_EVERY
+        assert s["metric"] == "normalized_score" and s["min_window_evals"] == 10 // EVAL_EVERY
         np.testing.assert_allclose([s["final_mean"], s["final_std"]], [final.mean(), final.std(ddof=1)])
         np.testing.assert_allclose([s["last_k_mean"], s["last_k_std"]], [last.mean(), last.std(ddof=1)])
+        np.testing.assert_allclose([s["final_eval_mean"], s["final_eval_std"]],
+                                   [fresh.mean(), fresh.std(ddof=1)])
+        assert s["preset"] == (lam == 5.0) and s["num_lambdas"] == 2  # hopper-medium: h=5, λ=5
         assert s["iqm"] is None and s["iqm_ci"] is None  # 3 seeds < 5
         line = next(row for row in result["table"].splitlines()[2:]
-                    if row.split("|")[3].strip(" *") == f"{lam:g}")
+                    if row.split("|")[3].replace("(preset)", "").strip(" *") == f"{lam:g}")
         assert f"{final.mean():.1f} ± {final.std(ddof=1):.1f}" in line
-        assert f"{last.mean():.1f} ± {last.std(ddof=1):.1f}" in line
+        assert f"{last.mean():.1f} ± {last.std(ddof=1):.1f} (5 evals)" in line
+        assert f"{fresh.mean():.1f} ± {fresh.std(ddof=1):.1f}" in line
     assert by_lam[5.0]["best"] and not by_lam[1.0]["best"]  # λ=5 has the higher last-10 mean
-    assert "| **5** |" in result["table"] and REF in result["notes"]
+    rows = result["table"].splitlines()[2:]
+    assert "| **5** (preset) |" in rows[0] and "best of 2 (optimistic)" in rows[0]  # headline row
+    assert "| 1 |" in rows[1] and "optimistic" not in rows[1]
+    assert "last 10 epochs" in result["table"] and REF in result["notes"]
+    assert "optimistic" in result["notes"] and "fresh" in result["table"]
     assert result["reference_sources"] == [REF]
     text = (run_dir / "report.md").read_text()
     assert result["table"] in text and REF in text and "![learning curves](learning_curves.png)" in text
@@ -105,7 +125,7 @@ def test_raw_returns_and_iqm_with_five_seeds(tmp_path):
     out = tmp_path / "elsewhere"
     result = report([run], out, plots=False)
     (s,) = result["summaries"]
-    final, last = _expected(run, 1.0, metric="eval_return")
+    final, last, _ = _expected(run, 1.0, metric="eval_return")
     assert s["metric"] == "eval_return" and s["best"]
     np.testing.assert_allclose(s["final_mean"], final.mean())
     assert s["iqm"] == pytest.approx(np.sort(last)[1:4].mean())
@@ -149,7 +169,7 @@ def test_table_works_without_matplotlib(run_dir, monkeypatch):
 def test_cli_prints_the_table_and_exit_codes(run_dir, tmp_path, capsys):
     assert main([str(run_dir), "--out", str(tmp_path / "o"), "--no-plots"]) == 0
     out = capsys.readouterr().out
-    assert "| dataset | h | λ |" in out and "| **5** |" in out
+    assert "| dataset | h | λ |" in out and "| **5** (preset) |" in out
     assert (tmp_path / "o" / "report.md").exists()
     assert main([str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err

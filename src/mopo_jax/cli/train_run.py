@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -10,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -37,33 +39,68 @@ RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "checkpoints", "pol
              "tensorboard", "wandb", "report.md")
 
 
-def default_logdir(config: TrainConfig, grid: Grid) -> Path:
-    """runs/<dataset>-h<h>-lam<λ>-seed<s>-<hash>: distinct for every config and grid."""
-    identity = json.dumps([config_to_dict(config), grid.to_dict()], sort_keys=True)
+# RunOptions fields that decide what a run trains on: recorded in config.json, and a --resume
+# with other values is refused.
+IDENTITY_OPTIONS = ("dataset_steps", "seed", "num_seeds", "shared_model", "dynamics_path")
+# config.json fields that identify the data a run trains on (checked on --resume once loaded).
+DATA_IDENTITY = ("minari_id", "data_stamp", "num_transitions")
+
+
+def default_logdir(config: TrainConfig, grid: Grid, options: RunOptions) -> Path:
+    """runs/<dataset>-h<h>-lam<λ>-seed<s>-<hash>: distinct for every config, grid and data
+    selection (IDENTITY_OPTIONS), so re-running the same command finds the same directory."""
+    chosen = {name: getattr(options, name) for name in IDENTITY_OPTIONS}
+    identity = json.dumps([config_to_dict(config), grid.to_dict(), chosen], sort_keys=True)
     tag = hashlib.sha256(identity.encode()).hexdigest()[:8]
     part = lambda name, xs: f"{name}{xs[0]:g}" if len(xs) == 1 else f"{name}x{len(xs)}"  # noqa: E731
     return paths.default_run_dir(f"{config.dataset}-{part('h', grid.rollout_lengths)}-"
                                  f"{part('lam', grid.penalty_coefs)}-{part('seed', grid.seeds)}-{tag}")
 
 
-def check_run_dir(run_dir: Path, options: RunOptions, config: TrainConfig, grid: Grid) -> None:
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds (part of) a training run."""
+    return run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
+
+
+def _option_mismatch(saved: dict, options: RunOptions) -> list[str]:
+    return [f"{name}: saved {saved.get(name)!r}, requested {getattr(options, name)!r}"
+            for name in IDENTITY_OPTIONS
+            if name in saved and saved.get(name) != getattr(options, name)]
+
+
+def check_resumed_data(saved: dict | None, dataset, run_dir: Path) -> None:
+    """Refuse a --resume whose loaded data differ from the saved run's (before any fit or write)."""
+    if not saved:
+        return
+    now = {"minari_id": dataset.info.minari_id, "data_stamp": dataset.info.data_stamp,
+           "num_transitions": dataset.size}
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in DATA_IDENTITY
+             if k in saved and saved[k] != now[k]]
+    if diffs:
+        raise ValueError(f"--resume: {run_dir} was trained on other data: " + "; ".join(diffs)
+                         + ". Use a new --logdir, or --overwrite.")
+
+
+def check_run_dir(run_dir: Path, options: RunOptions, config: TrainConfig, grid: Grid) -> dict | None:
     """Refuse, before anything is written, to reuse a run directory without --resume/--overwrite,
-    and a --resume whose settings differ from the saved run (naming the differing fields)."""
+    and a --resume whose settings differ from the saved run (naming the differing fields).
+    Returns the saved config.json of a run to resume (None otherwise)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--logdir {run_dir} is a file, not a directory")
-    if not (run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)):
-        return
+    if not holds_run(run_dir):
+        return None
     if options.resume:
         saved_path = run_dir / "config.json"
         try:
             saved = json.loads(saved_path.read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"--resume: {saved_path} is unreadable ({err}); use a new --logdir") from err
-        diffs = resume_mismatch(saved, config, grid)
+        diffs = resume_mismatch(saved, config, grid) + _option_mismatch(saved, options)
         if diffs:
             raise ValueError(f"--resume: {run_dir} was started with other settings: "
                              + "; ".join(diffs) + ". Use a new --logdir, or --overwrite.")
-    elif not options.overwrite:
+        return saved
+    if not options.overwrite:
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it, "
                          "--overwrite to replace it, or choose another --logdir")
 
@@ -113,8 +150,7 @@ def _meta(options: RunOptions, dataset, model_keys, argv) -> dict:
     info = dataset.info
     return {"dataset": info.name, "dataset_source": info.source, "minari_id": info.minari_id,
             "data_stamp": info.data_stamp, "num_transitions": dataset.size,
-            "dataset_steps": options.dataset_steps, "seed": options.seed,
-            "num_seeds": options.num_seeds, "shared_model": options.shared_model,
+            **{name: getattr(options, name) for name in IDENTITY_OPTIONS},
             "dynamics_models": model_keys, "ref_source": info.ref_source,
             "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
                       f"{len(jax.devices())} devices, {os.cpu_count()} host cores)",
@@ -124,23 +160,31 @@ def _meta(options: RunOptions, dataset, model_keys, argv) -> dict:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def _printer(config: TrainConfig, grid: Grid, start: float):
-    policies = len(grid.policies())
+def _printer(config: TrainConfig, grid: Grid):
+    """A rows callback printing one line per finished chunk: its evaluations (if any), the SAC
+    speed of that chunk, and the ETA at the mean rate of the chunks seen so far."""
+    policies, seen = len(grid.policies()), {"epochs": 0, "seconds": 0.0}
 
     def show(rows: list[dict]) -> None:
-        evals = [r for r in rows if "eval_return" in r]
-        if not evals:
-            return
-        epoch, epochs = evals[-1]["epoch"], len({r["epoch"] for r in rows})
-        seconds = evals[-1]["chunk_seconds"]
-        speed = epochs * config.steps_per_epoch * policies / max(seconds, 1e-9)
-        scores = [r["normalized_score"] for r in evals]
-        eta = (time.perf_counter() - start) / epoch * (config.epochs - epoch)
-        print(f"epoch {epoch:5d}/{config.epochs}  return "
-              + " ".join(f"{r['eval_return']:.1f}" for r in evals)
-              + ("" if None in scores else "  normalised " + " ".join(f"{s:.1f}" for s in scores))
-              + f"  penalty {evals[0]['rollout_penalty']:.3f}  {speed:.0f} SAC steps/s"
-              + f"  ETA {eta / 60:.1f} min", flush=True)
+        epoch = max(r["epoch"] for r in rows)
+        last = [r for r in rows if r["epoch"] == epoch]
+        chunk_epochs, seconds = len({r["epoch"] for r in rows}), last[-1]["chunk_seconds"]
+        seen["epochs"] += chunk_epochs
+        seen["seconds"] += seconds
+        speed = chunk_epochs * config.steps_per_epoch * policies / max(seconds, 1e-9)
+        eta = seen["seconds"] / seen["epochs"] * (config.epochs - epoch)
+        line = f"epoch {epoch:5d}/{config.epochs}"
+        if "eval_return" in last[0]:
+            scores = [r["normalized_score"] for r in last]
+            line += "  return " + " ".join(f"{r['eval_return']:.1f}" for r in last)
+            if None not in scores:
+                line += "  normalised " + " ".join(f"{s:.1f}" for s in scores)
+        line += (f"  penalty {last[0]['rollout_penalty']:.3f}  {speed:.0f} SAC steps/s"
+                 f"  ETA {eta / 60:.1f} min")
+        print(line, flush=True)
+        if "final_eval_return" in last[0]:
+            print(f"final evaluation ({last[0]['final_eval_episodes']} fresh episodes): return "
+                  + " ".join(f"{r['final_eval_return']:.1f}" for r in last), flush=True)
 
     return show
 
@@ -173,14 +217,20 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
         _start_processes(options)
     writer = jax.process_index() == 0
     grid = Grid(tuple(options.seed + i for i in range(options.num_seeds)), tuple(coefs), tuple(lengths))
-    run_dir = Path(options.logdir) if options.logdir else default_logdir(config, grid)
-    check_run_dir(run_dir, options, config, grid)
+    run_dir = Path(options.logdir) if options.logdir else default_logdir(config, grid, options)
+    if not options.logdir and not options.overwrite and not options.resume and holds_run(run_dir):
+        options = dataclasses.replace(options, resume=True)  # the same command, run again
+        if writer:
+            print(f"{run_dir} holds the run of this exact command: continuing it "
+                  "(--overwrite starts it afresh)", file=sys.stderr, flush=True)
+    saved = check_run_dir(run_dir, options, config, grid)
     barrier("run directory checked")  # by every process, before process 0 writes in it
     with rundir.RunLock(run_dir) if writer else contextlib.nullcontext():
         dataset = _process_zero_first("dataset", lambda: load_dataset(
             config.dataset, num_steps=options.dataset_steps,
             allow_download=False if options.offline else None,
             download_timeout_s=options.download_timeout))
+        check_resumed_data(saved, dataset, run_dir)
         data = jax.tree.map(jnp.asarray, dataset.transitions())
         models, model_keys = _process_zero_first(
             "ensembles", lambda: _models(config, options, data, dataset, grid.seeds))
@@ -192,7 +242,7 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
         spec = RunSpec(config, grid, run_dir, meta, (info.ref_min_score, info.ref_max_score),
                        checkpoint_seconds=60.0 * options.checkpoint_minutes,
                        num_devices=options.num_devices, resume=options.resume)
-        callbacks = [_printer(config, grid, time.perf_counter())] if options.progress and writer else []
+        callbacks = [_printer(config, grid)] if options.progress and writer else []
         tracker = make_tracker(options.track, run_dir, meta) if options.track != "none" and writer else None
         if tracker is not None:
             callbacks.append(tracker.log_rows)

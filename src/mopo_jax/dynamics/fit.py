@@ -16,6 +16,7 @@ from mopo_jax.dynamics import batches, losses
 from mopo_jax.dynamics.config import DynamicsConfig
 from mopo_jax.dynamics.model import EnsembleModel, init_ensemble_params
 from mopo_jax.dynamics.stopping import keep_training, update_snapshots
+from mopo_jax.keys import fit_streams
 from mopo_jax.types import Transitions
 
 
@@ -70,7 +71,7 @@ def _setup(key: jax.Array, transitions: Transitions, config: DynamicsConfig):
     if num_holdout < 1 or num_rows - num_holdout < 1:
         raise ValueError(f"{num_rows} transitions give a holdout of {num_holdout} rows; need >= 1 "
                          "holdout and >= 1 training row (use more data or a larger holdout_fraction)")
-    k_split, k_init, k_boot, k_epochs = jax.random.split(key, 4)
+    k_split, k_init, k_boot, k_epochs = fit_streams(key)
     train_idx, holdout_idx = batches.holdout_split(k_split, num_rows, num_holdout)
     train_x, train_y = inputs[train_idx], targets[train_idx]
     mean = jnp.mean(train_x, axis=0)

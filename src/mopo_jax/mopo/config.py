@@ -10,10 +10,11 @@ import json
 import math
 
 from mopo_jax.dynamics.config import DynamicsConfig
-from mopo_jax.envs.catalog import dataset_names
+from mopo_jax.envs.catalog import dataset_names, resolve_name
 from mopo_jax.sac.config import SACConfig
 
 PENALTIES = ("max_std", "max_std_elites", "disagreement", "disagreement_elites_with_reward")
+ROLLOUT_CLIPS = ("none", "data")
 
 # (h, λ) from the original MOPO configs (D4RL v0): the 12 datasets of the paper's Table 1.
 PAPER_PRESETS: dict[str, tuple[int, float]] = {
@@ -31,49 +32,83 @@ DEFAULT_PRESET = (5, 1.0)
 PRESET_TARGET_ENTROPY = -3.0
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything static about one MOPO policy-optimisation run (defaults: the original MOPO code).
+    """Everything static about one MOPO policy-optimisation run. The defaults are the original
+    MOPO code's, however a config is made (`TrainConfig(...)`, `preset`, the CLI, a saved
+    config.json): rollout_length and penalty_coef left as None take the dataset's preset (h, λ),
+    and SAC's target entropy is the original's −3.
 
     rollout_length: model rollout horizon h.  penalty_coef: λ in r̃ = r − λ·u(s, a).
     penalty: the uncertainty estimate u (see mopo_jax.mopo.rollout.uncertainty_penalty).
     steps_per_epoch: SAC updates per epoch; one rollout batch of rollout_batch_size start states
     per epoch. model_retain_epochs: the model buffer holds this many rollout batches.
     real_ratio: fraction of real rows in each SAC batch. rollout_row_chunk: ensemble rows per
-    chunk inside rollouts (speed/memory only; same values). eval_every / eval_episodes: epochs
-    between real-env evaluations, and episodes per evaluation.
+    chunk inside rollouts (speed/memory only; same values). rollout_clip: 'none' (the original)
+    or 'data' (clip model next states and rewards to the dataset's range; not the paper's).
+    eval_every / eval_episodes: epochs between real-env evaluations (1: every epoch, as the
+    original; 0: none during training, not the paper's protocol), and episodes per evaluation.
+    final_eval_episodes: episodes of the evaluation after the last epoch, on start states no
+    evaluation during training used (0: none).
     """
 
     dataset: str = "hopper-random"  # dataset name, e.g. hopper-random, walker2d-medium-replay
-    rollout_length: int = 5  # model rollout horizon h
-    penalty_coef: float = 1.0  # uncertainty penalty λ: r̃ = r − λ·u(s, a)
-    penalty: str = "max_std"  # u(s, a): max_std (the paper), max_std_elites, disagreement
+    rollout_length: int | None = None  # model rollout horizon h (None: the dataset's preset)
+    penalty_coef: float | None = None  # uncertainty penalty λ: r̃ = r − λ·u(s, a) (None: preset)
+    penalty: str = "max_std"  # u(s, a): max_std (the paper), max_std_elites, disagreement, disagreement_elites_with_reward
     epochs: int = 1000  # epochs of policy optimisation (one rollout batch each)
     steps_per_epoch: int = 1000  # SAC updates per epoch
     rollout_batch_size: int = 50_000  # model rollouts started per epoch
     model_retain_epochs: int = 5  # the model buffer holds this many epochs of rollouts
     real_ratio: float = 0.05  # fraction of real transitions in each SAC batch
     rollout_row_chunk: int | None = None  # ensemble rows per chunk in rollouts (speed only)
-    eval_every: int = 10  # epochs between real-env evaluations
+    rollout_clip: str = "none"  # none (the original), or data: clip model next states and rewards to the data's range
+    eval_every: int = 1  # epochs between real-env evaluations (0: only the final one; not the paper's protocol)
     eval_episodes: int = 10  # episodes per evaluation (deterministic actions)
-    sac: SACConfig = SACConfig()
+    final_eval_episodes: int = 100  # episodes of the final evaluation on fresh start states (0: none)
+    sac: SACConfig = SACConfig(target_entropy=PRESET_TARGET_ENTROPY)
     dynamics: DynamicsConfig = DynamicsConfig()
 
     def __post_init__(self):
         problems = []
+        try:  # any accepted form: 'HOPPER-RANDOM', 'mujoco/hopper/random-v0', 'hopper-random-v2'
+            object.__setattr__(self, "dataset", resolve_name(self.dataset)[0])
+        except (ValueError, AttributeError):
+            pass  # named below
         if self.dataset not in dataset_names():
             problems.append(f"dataset={self.dataset!r}: need one of {', '.join(dataset_names())}")
+        else:  # None -> the dataset's preset; frozen, so set through object.__setattr__
+            horizon, coef = PAPER_PRESETS.get(self.dataset, DEFAULT_PRESET)
+            if self.rollout_length is None:
+                object.__setattr__(self, "rollout_length", horizon)
+            if self.penalty_coef is None:
+                object.__setattr__(self, "penalty_coef", coef)
         positive = ("rollout_length", "epochs", "steps_per_epoch", "rollout_batch_size",
-                    "model_retain_epochs", "eval_every", "eval_episodes")
+                    "model_retain_epochs", "eval_episodes")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if value is None and name == "rollout_length":
+                continue  # no preset: the dataset is unknown (named above)
+            if not _is_int(value) or value < 1:
                 problems.append(f"{name}={value!r}: need an integer >= 1")
-        if not (isinstance(self.penalty_coef, (int, float)) and math.isfinite(self.penalty_coef)
-                and self.penalty_coef >= 0):
+        for name in ("eval_every", "final_eval_episodes"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                problems.append(f"{name}={value!r}: need an integer >= 0")
+        if self.eval_every == 0 and self.final_eval_episodes == 0:
+            problems.append("eval_every=0 and final_eval_episodes=0: the run would never be "
+                            "evaluated; set one of them >= 1")
+        if self.penalty_coef is not None and not (isinstance(self.penalty_coef, (int, float)) and not isinstance(self.penalty_coef, bool)
+                and math.isfinite(self.penalty_coef) and self.penalty_coef >= 0):
             problems.append(f"penalty_coef={self.penalty_coef!r}: need a finite value >= 0")
         if self.penalty not in PENALTIES:
             problems.append(f"penalty={self.penalty!r}: need one of {PENALTIES}")
+        if self.rollout_clip not in ROLLOUT_CLIPS:
+            problems.append(f"rollout_clip={self.rollout_clip!r}: need one of {ROLLOUT_CLIPS}")
         if not 0.0 <= self.real_ratio <= 1.0:
             problems.append(f"real_ratio={self.real_ratio}: need 0 <= real_ratio <= 1")
         if self.rollout_row_chunk is not None and self.rollout_row_chunk < 1:
@@ -88,21 +123,17 @@ class TrainConfig:
 
 
 def preset(dataset: str, **overrides) -> TrainConfig:
-    """TrainConfig for `dataset` with its (h, λ) preset and the original's target entropy −3,
-    then `overrides` (field=value) applied. ValueError names an unknown dataset."""
-    dataset = dataset.strip().lower()
-    if dataset not in dataset_names():
-        raise ValueError(f"Unknown dataset {dataset!r}. Valid names: {', '.join(dataset_names())}.")
-    horizon, coef = PAPER_PRESETS.get(dataset, DEFAULT_PRESET)
-    base = TrainConfig(dataset=dataset, rollout_length=horizon, penalty_coef=coef,
-                       sac=SACConfig(target_entropy=PRESET_TARGET_ENTROPY))
-    return dataclasses.replace(base, **overrides)
+    """TrainConfig for `dataset` (any accepted name form, see `envs.catalog.resolve_name`) with
+    `overrides` (field=value); the same as `TrainConfig(dataset=..., **overrides)`: the dataset's
+    (h, λ) preset and the original's other defaults. ValueError names an unknown dataset."""
+    return TrainConfig(dataset=resolve_name(dataset)[0], **overrides)
 
 
 def tiny(dataset: str = "hopper-random", **overrides) -> TrainConfig:
     """A seconds-on-CPU configuration for smoke tests and CI (small nets, few steps)."""
     small = dict(
         epochs=2, steps_per_epoch=20, rollout_batch_size=64, eval_every=1, eval_episodes=1,
+        final_eval_episodes=2,
         sac=SACConfig(hidden_sizes=(32, 32), batch_size=32, target_entropy=PRESET_TARGET_ENTROPY),
         dynamics=DynamicsConfig(num_members=3, num_elites=2, hidden_sizes=(16, 16),
                                 hidden_weight_decays=(2.5e-5, 5e-5), max_epochs=3),

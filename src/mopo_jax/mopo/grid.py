@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mopo_jax.keys import eval_reset_seeds, policy_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,20 +56,13 @@ class Grid:
                 "rollout_lengths": list(self.rollout_lengths)}
 
 
-def policy_key(seed: int) -> jax.Array:
-    """PRNG key of the policy phase of seed `seed`: fold_in(key(seed), 1). It depends on the seed
-    only, so a grid run trains exactly the policies of the single runs with the same (seed, λ)."""
-    return jax.random.fold_in(jax.random.key(seed), 1)
-
-
 def group_keys_and_coefs(policies: list[Policy]) -> tuple[jax.Array, jax.Array]:
     """(keys [P], λ [P] float32) for `jax.vmap(fns.init)` over a group."""
     keys = jnp.stack([policy_key(p.seed) for p in policies])
     return keys, jnp.asarray([p.penalty_coef for p in policies], jnp.float32)
 
 
-def eval_seeds(policy: Policy, episodes: int) -> np.ndarray:
-    """Reset seeds [episodes] of a policy's evaluation episodes: derived from (seed, λ, h) only, not
-    from its position in the run, distinct across policies, the same at every evaluation."""
-    base = zlib.crc32(f"{policy.seed}/{policy.penalty_coef!r}/{policy.rollout_length}".encode())
-    return (base % 2**20) * 1000 + 10_000 + np.arange(episodes)
+def eval_seeds(policy: Policy, episodes: int, epoch: int | None = None) -> np.ndarray:
+    """Reset seeds [episodes] of `policy`'s evaluation at `epoch` (None: the final evaluation),
+    from the run's key tree (`mopo_jax.keys.eval_reset_seeds`): (seed, λ, h, epoch) only."""
+    return eval_reset_seeds(policy.seed, policy.penalty_coef, policy.rollout_length, episodes, epoch)

@@ -43,6 +43,23 @@ class Rollout(NamedTuple):
         return data, flat(self.valid)
 
 
+class ClipBounds(NamedTuple):
+    """Ranges that model samples are clipped to (`--rollout-clip data`): obs_low, obs_high [o];
+    reward_low, reward_high []."""
+
+    obs_low: jax.Array
+    obs_high: jax.Array
+    reward_low: jax.Array
+    reward_high: jax.Array
+
+
+def data_bounds(data: Transitions) -> ClipBounds:
+    """The range of the real data [N]: per observation dim over observations and next
+    observations, and of the rewards. Jittable (min/max over the rows)."""
+    obs = jnp.concatenate([data.observations, data.next_observations], axis=0)
+    return ClipBounds(obs.min(0), obs.max(0), data.rewards.min(), data.rewards.max())
+
+
 def _max_deviation(mean: jax.Array) -> jax.Array:
     """max_k ‖μ_k − mean_j μ_j‖₂ over the leading (member) axis of mean [K, B, d]; returns [B]."""
     return jnp.max(jnp.linalg.norm(mean - mean.mean(0), axis=-1), axis=0)
@@ -88,8 +105,9 @@ def _map_rows(fn: Callable, row_chunk: int | None, *arrays: jax.Array):
 
 
 def _rollout(key: jax.Array, model: EnsembleModel, policy_params: Any, start_obs: jax.Array,
-             penalty_coef: jax.Array, *, policy_apply: PolicyApply, horizon: int,
-             termination: TerminationFn, penalty: str, row_chunk: int | None = None) -> Rollout:
+             penalty_coef: jax.Array, bounds: ClipBounds | None = None, *,
+             policy_apply: PolicyApply, horizon: int, termination: TerminationFn, penalty: str,
+             row_chunk: int | None = None) -> Rollout:
     obs_dim = start_obs.shape[-1]
     num_rows = start_obs.shape[0]
 
@@ -109,6 +127,9 @@ def _rollout(key: jax.Array, model: EnsembleModel, policy_params: Any, start_obs
         choice, noise = draw_members_and_noise(k_sample, num_rows, obs_dim + 1, elites)
         u, sample = _map_rows(model_rows, row_chunk, obs, action, choice, noise)
         next_obs, raw_reward = sample[:, :obs_dim], sample[:, obs_dim]
+        if bounds is not None:  # --rollout-clip data (not the original's)
+            next_obs = jnp.clip(next_obs, bounds.obs_low, bounds.obs_high)
+            raw_reward = jnp.clip(raw_reward, bounds.reward_low, bounds.reward_high)
         done = termination(obs, action, next_obs)
         out = Rollout(obs, action, raw_reward - penalty_coef * u, raw_reward, u, next_obs, done,
                       alive)
@@ -131,7 +152,8 @@ def _check_static(horizon: int, penalty: str, row_chunk: int | None = None) -> N
 
 def make_rollout_fn(policy_apply: PolicyApply, termination: TerminationFn, horizon: int,
                     penalty: str = "max_std", row_chunk: int | None = None) -> Callable[..., Rollout]:
-    """Build a jitted `rollout(key, model, policy_params, start_obs [B, o], penalty_coef) -> Rollout`.
+    """Build a jitted `rollout(key, model, policy_params, start_obs [B, o], penalty_coef,
+    bounds=None) -> Rollout`.
 
     MOPO (Yu et al. 2020, eq. 4): r̃(s, a) = r̂(s, a) − λ·u(s, a), with u = max_k ‖σ_k(s, a)‖₂.
     Each step, every row draws its action from `policy_apply(policy_params, obs, key)`, picks one
@@ -142,6 +164,9 @@ def make_rollout_fn(policy_apply: PolicyApply, termination: TerminationFn, horiz
     parts (policy_apply, termination, horizon, penalty) are fixed here, so repeated calls never
     retrace. `row_chunk` evaluates the ensemble that many rows at a time (same values; on CPUs a
     few thousand rows keep the working set in cache and run faster; None: all rows at once).
+    `bounds` (a ClipBounds, e.g. `data_bounds(data)`) clips each sampled next observation and
+    reward to that range before the termination rule and the penalty apply; None (the
+    original's behaviour) leaves them as sampled.
 
     Example:
       rollout = make_rollout_fn(make_policy_apply(SACConfig()), termination_fn("hopper"), 5)
@@ -156,17 +181,18 @@ def make_rollout_fn(policy_apply: PolicyApply, termination: TerminationFn, horiz
 @functools.partial(jax.jit, static_argnames=("policy_apply", "horizon", "termination", "penalty",
                                              "row_chunk"))
 def rollout_fn(key: jax.Array, model: EnsembleModel, policy_params: Any, start_obs: jax.Array,
-               penalty_coef: float | jax.Array, *, policy_apply: PolicyApply, horizon: int,
-               termination: TerminationFn, penalty: str = "max_std",
-               row_chunk: int | None = None) -> Rollout:
+               penalty_coef: float | jax.Array, bounds: ClipBounds | None = None, *,
+               policy_apply: PolicyApply, horizon: int, termination: TerminationFn,
+               penalty: str = "max_std", row_chunk: int | None = None) -> Rollout:
     """Jitted one-call form of `make_rollout_fn`: static policy_apply, horizon, termination,
     penalty, row_chunk.
 
-    Args: key; model; policy_params; start_obs [B, o]; penalty_coef λ (scalar).
+    Args: key; model; policy_params; start_obs [B, o]; penalty_coef λ (scalar); bounds: None or
+    a ClipBounds (see make_rollout_fn).
     Returns: Rollout with fields [horizon, B, ...]. Pass the same (hashable) policy_apply and
     termination objects on every call to reuse the compiled function.
     """
     _check_static(horizon, penalty, row_chunk)  # runs at trace time only
     return _rollout(key, model, policy_params, start_obs, jnp.asarray(penalty_coef, jnp.float32),
-                    policy_apply=policy_apply, horizon=horizon, termination=termination,
+                    bounds, policy_apply=policy_apply, horizon=horizon, termination=termination,
                     penalty=penalty, row_chunk=row_chunk)

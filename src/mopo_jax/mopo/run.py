@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ from mopo_jax.envs.catalog import normalize_return
 from mopo_jax.mopo.config import TrainConfig, config_to_dict
 from mopo_jax.mopo.grid import Grid, Policy, eval_seeds, group_keys_and_coefs
 from mopo_jax.mopo.results import build_results
+from mopo_jax.mopo.schedule import chunk_plan, evaluates_at
 from mopo_jax.mopo.train import make_train
 from mopo_jax.sac.policy_io import save_policy
 from mopo_jax.sharding import (broadcast_flag, combine_rows, gather, owned_rows, replicate,
@@ -130,26 +131,32 @@ def _metric_rows(group: _Group, metrics: dict, first_epoch: int, steps: int, dat
                 raise TrainingDiverged(
                     f"policy {p.id}: {', '.join(bad)} became {values[bad[0]]} at epoch "
                     f"{first_epoch + j} (critic blow-up or bad data); the last good checkpoint is "
-                    "kept: lower the learning rates or raise the penalty coefficient and resume or "
-                    "start again")
+                    "kept. --resume continues only with the same settings: to change them (lower "
+                    "learning rates, a higher penalty coefficient) start a new run in another "
+                    "--logdir")
             rows.append(row | {k: round(v, 6) for k, v in values.items()})
     return rows
 
 
-def _evaluate(spec: RunSpec, group: _Group, actors, evaluate: EvaluateFn) -> list[dict]:
-    """Evaluation fields per policy of a group (actors: host params [P, ...]); this process steps
-    only the policies on its own devices and the returns are then shared by every process."""
-    episodes, rows = spec.config.eval_episodes, group.rows
-    seeds = np.stack([eval_seeds(p, episodes) for p in group.policies])
+def _evaluate(group: _Group, actors, evaluate: EvaluateFn, ref_scores: tuple[float, float],
+              episodes: int, epoch: int | None) -> list[dict]:
+    """Evaluation fields per policy of a group (actors: host params [P, ...]) at `epoch` (None:
+    the final evaluation, on its own start states); this process steps only the policies on its
+    own devices and the returns are then shared by every process."""
+    rows = group.rows
+    seeds = np.stack([eval_seeds(p, episodes, epoch) for p in group.policies])
     if len(rows):
         local = np.asarray(evaluate(jax.tree.map(lambda x: x[rows], actors), seeds[rows]), np.float64)
     else:  # a process whose devices hold none of this group's policies
         local = np.zeros((0, episodes))
     returns = combine_rows(local, rows, len(group.policies))  # [P, E]
-    scores = normalize_return(returns.mean(1), *spec.ref_scores)
-    return [{"eval_return": round(float(r.mean()), 4), "eval_return_std": round(float(r.std()), 4),
-             "eval_returns": np.round(r, 3).tolist(),
-             "normalized_score": None if np.isnan(s) else round(float(s), 4)}
+    scores = normalize_return(returns.mean(1), *ref_scores)
+    prefix = "eval" if epoch is not None else "final_eval"
+    return [{f"{prefix}_return": round(float(r.mean()), 4),
+             f"{prefix}_return_std": round(float(r.std()), 4),
+             f"{prefix}_returns": np.round(r, 3).tolist(),
+             ("normalized_score" if epoch is not None else "final_eval_normalized_score"):
+                 None if np.isnan(s) else round(float(s), 4)}
             for r, s in zip(returns, scores)]
 
 
@@ -182,15 +189,17 @@ def _restore(spec: RunSpec, groups: dict[int, _Group]) -> tuple[int, list[dict]]
 
 def _save_policies(spec: RunSpec, group: _Group, actors, evals: list[dict], epoch: int,
                    best: dict, final: bool) -> None:
-    """Write <policy>-best when a policy's evaluation beats its best so far (and -final at the end)."""
+    """Write <policy>-best when a policy's evaluation beats its best so far (and -final at the end).
+    'best' is chosen on the evaluations it is scored on, so its score is optimistic."""
     folder = spec.run_dir / "policies"
     for i, (p, ev) in enumerate(zip(group.policies, evals)):
         params = jax.tree.map(lambda x, i=i: x[i], actors)
         meta = {"policy": p.id, "epoch": epoch, "dataset": spec.config.dataset, **ev,
                 "seed": p.seed, "penalty_coef": p.penalty_coef, "rollout_length": p.rollout_length}
-        if ev["eval_return"] > best.get(p.id, -np.inf):
+        if "eval_return" in ev and ev["eval_return"] > best.get(p.id, -np.inf):
             best[p.id] = ev["eval_return"]
-            save_policy(folder / f"{p.id}-best", params, spec.config.sac, meta | {"kind": "best"})
+            save_policy(folder / f"{p.id}-best", params, spec.config.sac,
+                        meta | {"kind": "best", "optimistic": True})
         if final:
             save_policy(folder / f"{p.id}-final", params, spec.config.sac, meta | {"kind": "final"})
 
@@ -209,24 +218,45 @@ class _Progress:
 
     rows: list[dict]
     best: dict[str, float]
+    last_ready: float = -np.inf  # perf_counter time the previous chunk's results were ready
 
 
-def _finish(spec: RunSpec, groups: dict[int, _Group], pending, progress: _Progress, *,
+class _Pending(NamedTuple):
+    """A dispatched chunk whose results are not read yet."""
+
+    first_epoch: int
+    metrics: dict  # per rollout length: metrics [P, num]
+    actors: dict  # per rollout length: actor params [P, ...] after the chunk
+    dispatched: float  # perf_counter time of dispatch
+
+
+def _finish(spec: RunSpec, groups: dict[int, _Group], pending: _Pending, progress: _Progress, *,
             evaluate: EvaluateFn, callbacks: Sequence[RowsCallback], final: bool) -> None:
-    """Evaluate a dispatched chunk's actors, write its rows, results and best policies."""
-    first_epoch, metrics, actors, dispatched = pending
-    rows = []
+    """Read a dispatched chunk's metrics, evaluate its actors when due (and, with `final`, run the
+    final evaluation), write its rows, results and policies."""
+    config, rows = spec.config, []
     for h, g in groups.items():
-        host_metrics, host_actors = gather((metrics[h], actors[h]))
-        chunk_rows = _metric_rows(g, host_metrics, first_epoch, spec.config.steps_per_epoch,
-                                  spec.config.dataset)
-        evals = _evaluate(spec, g, host_actors, evaluate)
-        for row, ev in zip(chunk_rows[-len(g.policies):], evals):
+        host_metrics, host_actors = gather((pending.metrics[h], pending.actors[h]))
+        ready = time.perf_counter()  # the chunk's results are on the host: it has finished
+        chunk_rows = _metric_rows(g, host_metrics, pending.first_epoch, config.steps_per_epoch,
+                                  config.dataset)
+        last_rows, epoch = chunk_rows[-len(g.policies):], chunk_rows[-1]["epoch"]
+        evals = [{} for _ in g.policies]
+        if evaluates_at(config, epoch):
+            evals = _evaluate(g, host_actors, evaluate, spec.ref_scores, config.eval_episodes, epoch)
+        if final and config.final_eval_episodes:
+            finals = _evaluate(g, host_actors, evaluate, spec.ref_scores,
+                               config.final_eval_episodes, None)
+            evals = [e | f | {"final_eval_episodes": config.final_eval_episodes}
+                     for e, f in zip(evals, finals)]
+        for row, ev in zip(last_rows, evals):
             row.update(ev)
         if _writer():
-            _save_policies(spec, g, host_actors, evals, chunk_rows[-1]["epoch"], progress.best, final)
+            _save_policies(spec, g, host_actors, evals, epoch, progress.best, final)
         rows += chunk_rows
-    seconds = time.perf_counter() - dispatched
+    # the chunk occupied the pipeline from its dispatch (or the previous chunk's end) to now
+    seconds = ready - max(pending.dispatched, progress.last_ready)
+    progress.last_ready = ready
     for row in rows[-sum(len(g.policies) for g in groups.values()):]:
         row["chunk_seconds"] = round(seconds, 3)
     progress.rows += rows
@@ -240,7 +270,9 @@ def _finish(spec: RunSpec, groups: dict[int, _Group], pending, progress: _Progre
 
 def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: EvaluateFn,
         callbacks: Sequence[RowsCallback] = (), clock: Callable[[], float] = time.monotonic) -> dict:
-    """Train every policy of `spec.grid` chunk by chunk (eval_every epochs each) in `spec.run_dir`.
+    """Train every policy of `spec.grid` chunk by chunk (see `chunk_plan`) in `spec.run_dir`,
+    evaluating after the epochs `evaluates_at` names and, after the last one, on
+    config.final_eval_episodes fresh start states.
 
     Args:
       data: the real transitions [N] (replicated over the devices).
@@ -273,7 +305,7 @@ def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: Ev
     finish = functools.partial(_finish, spec, groups, evaluate=evaluate, callbacks=callbacks)
     pending, last_checkpoint = None, clock()
     while done < config.epochs:
-        num = min(config.eval_every - done % config.eval_every, config.epochs - done)
+        num = chunk_plan(config, done)
         metrics, actors = {}, {}
         compiled = {h: g.chunk(num, data) for h, g in groups.items()}  # compile time apart
         dispatched = time.perf_counter()
@@ -282,7 +314,7 @@ def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: Ev
             actors[h] = jax.tree.map(jnp.copy, g.state.sac.actor_params)  # survives donation
         if pending is not None:
             finish(pending, progress, final=False)
-        pending, done = (done + 1, metrics, actors, dispatched), done + num
+        pending, done = _Pending(done + 1, metrics, actors, dispatched), done + num
         # every process takes the same branch: the cadence is process 0's clock, shared
         due = done >= config.epochs or broadcast_flag(clock() - last_checkpoint >= spec.checkpoint_seconds)
         if due:

@@ -12,8 +12,9 @@ from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, sample_mixed_b
 from mopo_jax.dynamics.model import EnsembleModel
 from mopo_jax.envs.catalog import env_family
 from mopo_jax.envs.termination import termination_fn
+from mopo_jax.keys import epoch_streams, sac_init_and_loop
 from mopo_jax.mopo.config import TrainConfig
-from mopo_jax.mopo.rollout import make_rollout_fn
+from mopo_jax.mopo.rollout import data_bounds, make_rollout_fn
 from mopo_jax.sac.policy import make_policy_apply
 from mopo_jax.sac.update import SACState, default_target_entropy, init_sac, make_sac_update
 from mopo_jax.types import Transitions
@@ -64,7 +65,7 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
 
     def init(key: jax.Array, penalty_coef: jax.Array | float | None = None,
              target_entropy: jax.Array | float | None = None) -> TrainState:
-        sac_key, key = jax.random.split(key)
+        sac_key, key = sac_init_and_loop(key)
         coef = config.penalty_coef if penalty_coef is None else penalty_coef
         entropy = default_target_entropy(sac_cfg, act_dim) if target_entropy is None else target_entropy
         return TrainState(sac=init_sac(sac_key, obs_dim, act_dim, sac_cfg),
@@ -74,10 +75,11 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
                           target_entropy=jnp.asarray(entropy, jnp.float32))
 
     def epoch(state: TrainState, data: Transitions, model: EnsembleModel):
-        key, start_key, roll_key, sac_key = jax.random.split(state.key, 4)
+        key, start_key, roll_key, sac_key = epoch_streams(state.key)
         num_real = data.observations.shape[0]
         starts = sample_rows(data, start_key, config.rollout_batch_size, num_real).observations
-        out = rollout(roll_key, model, state.sac.actor_params, starts, state.penalty_coef)
+        bounds = data_bounds(data) if config.rollout_clip == "data" else None
+        out = rollout(roll_key, model, state.sac.actor_params, starts, state.penalty_coef, bounds)
         rows, valid = out.transitions()
         buffer = buffer_add(state.buffer, rows, valid)
 
