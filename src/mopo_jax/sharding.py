@@ -122,6 +122,19 @@ def broadcast_flag(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
+def processes_differing(digest: bytes) -> list[int]:
+    """Indices of the processes whose `digest` (same length everywhere) differs from process 0's,
+    known to every process ([] in a single process): a collective, so every process calls it."""
+    if jax.process_count() == 1:
+        return []
+    from jax.experimental import multihost_utils
+
+    mine = np.frombuffer(digest, np.uint8)
+    first = multihost_utils.broadcast_one_to_all(mine)
+    same = multihost_utils.process_allgather(np.asarray(np.array_equal(mine, first)))
+    return [int(i) for i in np.flatnonzero(~np.asarray(same, bool).ravel())]
+
+
 def barrier(name: str) -> None:
     """Wait until every process reaches this point (nothing to wait for in a single process)."""
     if jax.process_count() > 1:

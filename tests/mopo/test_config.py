@@ -101,3 +101,23 @@ def test_every_name_form_gives_the_same_config(form):
     want = TrainConfig(dataset="hopper-random")
     assert TrainConfig(dataset=form) == preset(form) == want
     assert parse(["--dataset", form])[0] == want
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"config": {"real_ratio": "0.5"}}, "real_ratio='0.5': need float"),
+    ({"config": {"eval_every": True}}, "eval_every=True: need int"),
+    ({"config": {"sac": {"actor_lr": "fast"}}}, "sac.actor_lr='fast': need float"),
+    ({"seed": "zero"}, "seed='zero': need int"),
+])
+def test_a_config_file_with_wrong_types_names_the_field(edit, message, tmp_path):
+    """Reproducer: wrong types in a --config file gave a raw Python error or were accepted."""
+    from mopo_jax.cli.train_flags import parse
+
+    saved = {"config": config_to_dict(TrainConfig()), "seed": 0}
+    for key, value in edit.items():
+        saved[key] = saved[key] | value if isinstance(value, dict) else value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="--config") as err:
+        parse(["--config", str(path)])
+    assert message in str(err.value)

@@ -93,8 +93,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _two_processes(run_dir, *extra: str) -> list[subprocess.CompletedProcess]:
-    """The CLI as 2 local CPU processes (one device each), coordinator on 127.0.0.1."""
+def _two_processes(run_dir, *extra: str, second: tuple[str, ...] = ()) -> list[subprocess.CompletedProcess]:
+    """The CLI as 2 local CPU processes (one device each), coordinator on 127.0.0.1; `second`:
+    flags given to process 1 only."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     port = _free_port()
@@ -102,7 +103,7 @@ def _two_processes(run_dir, *extra: str) -> list[subprocess.CompletedProcess]:
         [sys.executable, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--tiny",
          "--dataset-steps", "1500", "--offline", "--num-seeds", "2", "--logdir", str(run_dir),
          "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
-         *extra],
+         *extra, *(second if i else ())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     done = []
     for proc in procs:
@@ -155,6 +156,16 @@ def test_run_on_two_devices_and_two_processes_equals_one_device(data_dirs, tmp_p
     _assert_same_rows(one, _rows(tmp_path / "proc2"))
     assert sorted(p.name for p in (tmp_path / "proc2" / "policies").iterdir()) == sorted(
         p.name for p in (tmp_path / "dev1" / "policies").iterdir())
+
+
+def test_processes_started_with_different_flags_are_refused(data_dirs, tmp_path):
+    """Reproducer: process 1 started with --penalty-coef 3 trained λ=3 under process 0's λ=1 label."""
+    procs = _two_processes(tmp_path / "mixed", "--epochs", "1", second=("--penalty-coef", "3"))
+    for proc in procs:
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "processes [1] were started with other flags than process 0" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "mixed").exists()
 
 
 def test_gather_owned_rows_and_combine_rows_in_one_process():

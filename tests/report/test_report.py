@@ -191,3 +191,23 @@ def test_module_entry_point_fails_cleanly(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_short_curves_have_integer_epoch_ticks_no_offset_and_markers():
+    """Reproducer: a 2-epoch run's curve had fractional epoch ticks and an offset-notation axis."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mopo_jax.report.plots import _draw, _epoch_axis
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    series = [(np.array([1, 2]), np.array([1000001.0, 1000002.5]))]
+    assert _draw(ax, series, "λ=1")
+    _epoch_axis(ax)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert ax.xaxis.get_offset_text().get_text() == "" == ax.yaxis.get_offset_text().get_text()
+    assert ax.get_lines()[0].get_marker() == "o"

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import tyro
 
-from mopo_jax.mopo.config import TrainConfig, config_from_dict, preset, tiny
+from mopo_jax.mopo.config import TrainConfig, config_from_dict, field_type_problems, preset, tiny
 
 GRID_FIELDS = {"penalty_coef": float, "rollout_length": int}  # TrainConfig scalars a run may sweep
 TRACKERS = ("none", "tensorboard", "wandb")
@@ -69,6 +69,8 @@ class RunOptions:
 
 
 TINY_DATASET_STEPS = 2000
+# RunOptions that --config takes from the saved run (what it trained on), as the other defaults.
+SAVED_OPTIONS = ("seed", "num_seeds", "shared_model", "dataset_steps")
 
 
 def _defaults(argv: list[str]) -> tuple[TrainConfig, dict]:
@@ -85,6 +87,9 @@ def _defaults(argv: list[str]) -> tuple[TrainConfig, dict]:
         try:
             saved = json.loads(path.read_text())
             config = config_from_dict(saved["config"])
+            problems = field_type_problems(RunOptions, {k: saved[k] for k in SAVED_OPTIONS if k in saved})
+            if problems:
+                raise ValueError("invalid options: " + "; ".join(problems))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"--config {path}: not a readable run config.json ({err})") from err
         if known.dataset:
@@ -124,7 +129,7 @@ def _flags_class(config: TrainConfig, saved: dict):
     run_hints = typing.get_type_hints(RunOptions)
     for f in dataclasses.fields(RunOptions):
         default = f.default
-        if saved and f.name in ("seed", "num_seeds", "shared_model", "dataset_steps"):
+        if saved and f.name in SAVED_OPTIONS:
             default = saved.get(f.name, default)
         kind = Annotated[run_hints[f.name], tyro.conf.arg(help=helps.get(f.name, f.name))]
         fields.append((f.name, kind, dataclasses.field(default=default)))

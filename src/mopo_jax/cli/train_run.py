@@ -29,7 +29,7 @@ from mopo_jax.envs.ood_env import make_eval_env
 from mopo_jax.mopo.config import TrainConfig, config_to_dict
 from mopo_jax.mopo.grid import Grid
 from mopo_jax.mopo.run import RunSpec, TrainingDiverged, resume_mismatch, run
-from mopo_jax.sharding import barrier
+from mopo_jax.sharding import barrier, processes_differing
 from mopo_jax.tracking import make_tracker
 
 log = logging.getLogger("mopo_jax.train")
@@ -200,6 +200,17 @@ def _start_processes(options: RunOptions) -> None:
              jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+def _check_same_settings(config: TrainConfig, coefs, lengths, options: RunOptions) -> None:
+    """Refuse, in every process and before any work, a multi-process run whose processes were
+    started with different settings (all flags but --process-id)."""
+    mine = dataclasses.asdict(options) | {"process_id": None}
+    text = json.dumps([config_to_dict(config), list(coefs), list(lengths), mine], sort_keys=True)
+    differ = processes_differing(hashlib.sha256(text.encode()).digest())
+    if differ:
+        raise ValueError(f"processes {differ} were started with other flags than process 0: start "
+                         "every process with the same command (only --process-id differs)")
+
+
 def _process_zero_first(name: str, build):
     """`build()` in process 0, then in the others: they find what it cached (data, ensembles) and
     do not build it again (on hosts without a shared cache they build the same thing themselves)."""
@@ -215,6 +226,7 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
     """Run the train command once its flags parsed; returns the exit code."""
     if options.coordinator:
         _start_processes(options)
+        _check_same_settings(config, coefs, lengths, options)
     writer = jax.process_index() == 0
     grid = Grid(tuple(options.seed + i for i in range(options.num_seeds)), tuple(coefs), tuple(lengths))
     run_dir = Path(options.logdir) if options.logdir else default_logdir(config, grid, options)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 
 from mopo_jax.dynamics.config import DynamicsConfig
 from mopo_jax.envs.catalog import dataset_names, resolve_name
@@ -147,13 +149,55 @@ def config_to_dict(config: TrainConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def _matches(value, kind) -> bool:
+    """Whether a JSON value fits a field annotation (int, float, str, bool, X | None, tuple[X, ...])."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return _is_int(value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is tuple:
+        items = args[:1] if len(args) == 2 and args[1] is Ellipsis else args
+        return isinstance(value, (list, tuple)) and all(
+            _matches(v, items[0] if len(items) == 1 else t) for v, t in zip(value, items))
+    return kind is type(None) and value is None
+
+
+def field_type_problems(cls, values: dict, prefix: str = "") -> list[str]:
+    """'name=value: need TYPE' for every entry of `values` (a JSON dict, e.g. a config.json's
+    config) whose type does not fit dataclass `cls`'s field; nested dataclasses are checked too."""
+    hints, problems = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, kind = values[f.name], hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            if isinstance(value, dict):
+                problems += field_type_problems(kind, value, f"{prefix}{f.name}.")
+            else:
+                problems.append(f"{prefix}{f.name}={value!r}: need an object of {kind.__name__} fields")
+        elif not _matches(value, kind):
+            problems.append(f"{prefix}{f.name}={value!r}: need {getattr(kind, '__name__', kind)}")
+    return problems
+
+
 def config_from_dict(d: dict) -> TrainConfig:
     """Inverse of `config_to_dict` (nested SAC and dynamics configs, lists back to tuples).
-    Unknown keys raise ValueError naming them (a config.json from another version)."""
+    Unknown keys, and values of the wrong type (e.g. "0.5" for a number), raise ValueError
+    naming them (a config.json from another version, or edited by hand)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(d) - known)
     if unknown:
         raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}")
+    problems = field_type_problems(TrainConfig, d)
+    if problems:
+        raise ValueError("invalid TrainConfig: " + "; ".join(problems))
     sac = SACConfig(**d.get("sac", {}))
     dynamics = DynamicsConfig(**d.get("dynamics", {}))
     return TrainConfig(**{**d, "sac": sac, "dynamics": dynamics})

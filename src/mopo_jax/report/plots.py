@@ -22,6 +22,9 @@ class PlotsUnavailable(ImportError):
     """matplotlib is not installed; the message names the extra to install."""
 
 
+FEW_POINTS = 20  # curves with at most this many evaluations are drawn with point markers
+
+
 def _matplotlib():
     """(Figure, FigureCanvasAgg), without pyplot: no global backend switch, no GUI."""
     try:
@@ -77,9 +80,18 @@ def _draw(ax, series: list[tuple[np.ndarray, np.ndarray]], label: str) -> bool:
     epochs, mean, std, _ = band(series)
     if not len(epochs):
         return False
-    (line,) = ax.plot(epochs, mean, label=label, linewidth=1.2)
+    marker = "o" if len(epochs) <= FEW_POINTS else None  # a 2-point curve still shows its points
+    (line,) = ax.plot(epochs, mean, label=label, linewidth=1.2, marker=marker, markersize=3)
     ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     return True
+
+
+def _epoch_axis(ax) -> None:
+    """Integer epoch ticks and plain numbers (no offset notation) on both axes, at any run length."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="both", style="plain", useOffset=False)
 
 
 def _grid(num_panels: int, ncols: int, panel_size=(4.0, 2.8)):
@@ -110,6 +122,7 @@ def plot_learning_curves(histories: list[PolicyHistory], path: str | Path) -> Pa
             _draw(ax, [eval_series(p, metric) for p in members], f"λ={lam:g} (n={len(members)})")
         ax.set_title(f"{dataset}, h={h}", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        _epoch_axis(ax)
         ax.set_ylabel("normalised score" if metric == SCORE else "return", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -134,6 +147,7 @@ def plot_diagnostics(histories: list[PolicyHistory], path: str | Path, title: st
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        _epoch_axis(ax)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     handles, labels = max((ax.get_legend_handles_labels() for ax in axes[:len(DIAGNOSTICS)]),
