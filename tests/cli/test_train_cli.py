@@ -165,3 +165,28 @@ def test_cli_log_lines_are_ours_with_timestamps(data_dirs, tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if "dynamics" in ln or "[a]" in ln]
     assert lines and all(ln[2] == ":" and ln[5] == ":" for ln in lines), lines[:3]
     assert "compiled the 1-epoch step" in proc.stderr
+
+
+def test_a_full_disk_exits_with_one_line_naming_the_path(data_dirs, tmp_path, monkeypatch, capsys):
+    """Reproducer: a full disk or a file-size cap during train printed a traceback."""
+    import errno
+
+    from mopo_jax import rundir as rundir_module
+
+    def full(path, lines):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(rundir_module, "append_lines", full)
+    assert main([*TINY, "--epochs", "1", "--logdir", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err[-1]) > 0 and err[-1].startswith("error: the disk is full while writing ")
+    assert "metrics.jsonl" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_sizes_that_cannot_fit_are_refused_before_any_fit_or_write(data_dirs, tmp_path, capsys):
+    """Reproducer: huge sizes in flags crashed with out-of-memory or an XLA abort after the fit."""
+    run_dir = tmp_path / "huge"
+    assert main([*TINY, "--rollout-batch-size", "4000000000", "--logdir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "GiB is available: lower --rollout-batch-size" in err and "Traceback" not in err
+    assert not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {".lock"}

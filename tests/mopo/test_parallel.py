@@ -118,8 +118,12 @@ def _two_processes(run_dir, *extra: str, second: tuple[str, ...] = ()) -> list[s
 
 
 def _rows(run_dir) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(ln).items() if k != "chunk_seconds"} for ln in lines]
+    """metrics.jsonl rows without timings, and without the final evaluation of a shorter run that
+    was later extended (kept in the file, at the epoch that was its last)."""
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = max(r["epoch"] for r in rows)
+    return [{k: v for k, v in r.items() if k != "chunk_seconds"
+             and not (k.startswith("final_eval") and r["epoch"] < last)} for r in rows]
 
 
 def _assert_same_rows(one: list[dict], other: list[dict]) -> None:

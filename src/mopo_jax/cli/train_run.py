@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from mopo_jax import paths, rundir
 from mopo_jax.cli.train_flags import RunOptions
+from mopo_jax.data.flat import check_env_dims
 from mopo_jax.data.load import DatasetError, load_dataset
 from mopo_jax.dynamics import io as dynamics_io
 from mopo_jax.dynamics.fit import FitFailed
@@ -29,6 +30,7 @@ from mopo_jax.envs.ood_env import make_eval_env
 from mopo_jax.mopo.config import TrainConfig, config_to_dict
 from mopo_jax.mopo.grid import Grid
 from mopo_jax.mopo.run import RunSpec, TrainingDiverged, resume_mismatch, run
+from mopo_jax.mopo.train import memory_estimate
 from mopo_jax.sharding import barrier, processes_differing
 from mopo_jax.tracking import make_tracker
 
@@ -200,6 +202,39 @@ def _start_processes(options: RunOptions) -> None:
              jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+def _available_bytes() -> int | None:
+    """Memory the run can use: the local accelerators' limit, or the host's available memory."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) * jax.local_device_count()
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(config: TrainConfig, grid: Grid, data) -> None:
+    """Refuse, before any fit or write, sizes whose sure allocations exceed the available memory,
+    naming the flags that set them."""
+    n, o, a = data.observations.shape[0], data.observations.shape[1], data.actions.shape[1]
+    size = len(grid.seeds) * len(grid.penalty_coefs)
+    parts: dict[str, int] = {}
+    for h in grid.rollout_lengths:
+        one = memory_estimate(dataclasses.replace(config, rollout_length=h), n, o, a, size)
+        parts = {k: parts.get(k, 0) + v for k, v in one.items()}
+    parts["data"] = one["data"]
+    need, available = sum(parts.values()), _available_bytes()
+    if available is not None and need > available:
+        detail = ", ".join(f"{k} {v / 2**30:.1f} GiB" for k, v in parts.items())
+        raise ValueError(
+            f"this run needs at least {need / 2**30:.1f} GiB ({detail}) but {available / 2**30:.1f} "
+            "GiB is available: lower --rollout-batch-size, --model-retain-epochs or "
+            "--rollout-length, or train fewer policies at once (--num-seeds, --penalty-coef values)")
+
+
 def _check_same_settings(config: TrainConfig, coefs, lengths, options: RunOptions) -> None:
     """Refuse, in every process and before any work, a multi-process run whose processes were
     started with different settings (all flags but --process-id)."""
@@ -243,7 +278,9 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
             allow_download=False if options.offline else None,
             download_timeout_s=options.download_timeout))
         check_resumed_data(saved, dataset, run_dir)
+        check_env_dims(dataset, dataset.info)  # before any fit or write
         data = jax.tree.map(jnp.asarray, dataset.transitions())
+        check_memory(config, grid, data)
         models, model_keys = _process_zero_first(
             "ensembles", lambda: _models(config, options, data, dataset, grid.seeds))
         info = dataset.info

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import re
 
@@ -12,7 +11,7 @@ import numpy as np
 
 from mopo_jax import paths
 from mopo_jax.data import minari_io, recipes
-from mopo_jax.data.flat import DatasetError, file_stamp, load_flat, rebuild_hint
+from mopo_jax.data.flat import DatasetError, data_stamp, load_flat, rebuild_hint
 from mopo_jax.envs.catalog import (BUILDABLE_LEVELS, D4RL_REF_SOURCE, ENVS, HISTORY_LEVELS,
                                    MINARI_NAMESPACE, MINARI_OFFICIAL_LEVELS, OOD_DATASETS,
                                    OOD_REF_SOURCE, OUR_NAMESPACE, canonical_name, normalize_return,
@@ -40,7 +39,7 @@ class DatasetInfo:
     ref_max_score: float
     ref_source: str
     task: str = ""  # an OOD task name (mopo_jax.envs.ood) when the evaluation env has a target reward
-    data_stamp: str = ""  # sha256 of the Minari id and its data files' flat.file_stamp
+    data_stamp: str = ""  # flat.data_stamp: sha256 of the Minari id, its files' stamp, any cut
 
 
 class Dataset(flax.struct.PyTreeNode):
@@ -230,7 +229,8 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
     `download_timeout_s`; only for the levels Minari has (catalog.MINARI_OFFICIAL_LEVELS) and
     skipped when `allow_download` is False (default: unless MOPO_JAX_OFFLINE=1); a failed download
     is logged as a WARNING and named in info.source; (c) a local build (every level but 'simple':
-    see mopo_jax.data.recipes). The values are checked (`check_values`) and the first read is
+    see mopo_jax.data.recipes). 105-dim Ant data are cut to the env's 27 dims (logged:
+    flat.fit_observations), the values are checked (`check_values`) and the first read is
     cached as .npz under MOPO_JAX_CACHE_DIR, so later loads take seconds.
 
     Args:
@@ -257,11 +257,12 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
 
 def _assemble(arrays: dict, env: str, name: str, minari_id: str, source: str,
               num_steps: int | None) -> Dataset:
+    cut_from = arrays.get("cut_from")  # flat.fit_observations: 105-dim Ant data cut to 27
     total = len(arrays["rewards"])
     keep = total if num_steps is None else num_steps
     if keep > total:
         raise DatasetError(f"{minari_id} holds {total} transitions; {num_steps} were requested.")
-    arrays = {k: v[:keep] if k != "ref_scores" else v for k, v in arrays.items()}
+    arrays = {k: v[:keep] if k != "ref_scores" else v for k, v in arrays.items() if k != "cut_from"}
     if keep < total and not arrays["episode_ends"][-1]:  # the cut ends an episode by truncation
         arrays["truncations"] = arrays["truncations"].copy()
         arrays["episode_ends"] = arrays["episode_ends"].copy()
@@ -278,7 +279,7 @@ def _assemble(arrays: dict, env: str, name: str, minari_id: str, source: str,
         minari_id=minari_id, path=str(paths.minari_dataset_dir(minari_id)),
         num_episodes=int(arrays["episode_ends"].sum()), ref_min_score=ref_min,
         ref_max_score=ref_max, ref_source=ref_source, task=task,
-        data_stamp=hashlib.sha256(repr((minari_id, file_stamp(minari_id))).encode()).hexdigest())
+        data_stamp=data_stamp(minari_id, cut_from))
     return Dataset(info=info, **arrays)
 
 

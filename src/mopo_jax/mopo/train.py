@@ -113,3 +113,17 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
         return train_jit(key, data, model)  # data, model passed as arguments, not as constants
 
     return TrainFns(init=init, epoch=epoch, run_epochs=run_jit, train=train)
+
+
+def memory_estimate(config: TrainConfig, num_rows: int, obs_dim: int, act_dim: int,
+                    num_policies: int) -> dict[str, int]:
+    """Bytes that a run surely allocates (float32), by part: the real data [num_rows] (one copy),
+    the model buffers (capacity rows per policy) and one epoch's rollout outputs (h × B rows per
+    policy). A lower bound of the peak (activations and compiled temporaries come on top), for a
+    pre-check that refuses sizes that cannot fit."""
+    row = 4 * (2 * obs_dim + act_dim + 2)  # obs, next_obs, action, reward, done
+    rollout_row = 4 * (2 * obs_dim + act_dim + 5)  # + raw reward, penalty, valid
+    return {"data": num_rows * row,
+            "model buffers": num_policies * config.buffer_capacity * row,
+            "rollouts": num_policies * config.rollout_length * config.rollout_batch_size * rollout_row}
+
