@@ -68,7 +68,7 @@ def test_reused_run_dir_is_refused_and_left_untouched(finished, capsys):
 
 def test_default_run_dirs_differ_by_config(data_dirs, tmp_path, monkeypatch):
     from mopo_jax.cli.train_flags import RunOptions
-    from mopo_jax.cli.train_run import default_logdir
+    from mopo_jax.cli.train_checks import default_logdir
     from mopo_jax.mopo.config import tiny
     from mopo_jax.mopo.grid import Grid
 
