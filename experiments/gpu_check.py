@@ -1,84 +1,231 @@
-"""One prepared device check for an accelerator session (≤ 10 minutes on one GPU), printing
-device, times and ratios:
+"""The prepared GPU check, sized to a 15-minute device session and resumable across commands.
 
-  1. the speed benchmark (experiments/benchmark.py parts a–d) at the paper's shapes, with 1 and
-     16 policies vmapped in one program (part d: aggregate SAC steps/s and the 16-vs-1 ratio);
-  2. a full hopper-random run through the real CLI: the dataset (built locally when no Minari copy
-     exists: 1M uniform-random steps), the dynamics fit on all of it, then --epochs × 1000 SAC
-     steps, with evaluation every --eval-every epochs.
+Parts, in priority order (experiments/gpu/plan.py has each one's expected H200 time and why):
+  bench    experiments/benchmark.py parts a-d at the paper's shapes with 1 and 16 policies
+           vmapped in one program (aggregate SAC steps/s, the 16-vs-1 ratio); skipped once its
+           results file exists in the work folder.
+  dataset  hopper-random built locally (1M uniform-random steps; no download is tried), on the
+           host CPU only, beside the benchmark.
+  fit      the dynamics ensemble on all of it (`python -m mopo_jax.dynamics`, into the model cache
+           that training reads); a stopped fit saves its state and continues next time.
+  policy   the full run: `python -m mopo_jax.train --dataset hopper-random` with the original's
+           defaults (1000 epochs, evaluation every epoch, a 100-episode final evaluation),
+           checkpointing every minute and continued with --resume.
 
-    python experiments/gpu_check.py                   # on the accelerator machine
-    python experiments/gpu_check.py --small           # CPU smoke run of the same script (minutes)
+    python experiments/gpu_check.py --budget-seconds 530   # on the GPU (experiments/gpu/README.md)
+    python experiments/gpu_check.py --small                # CPU smoke run of the same script
 
-Writes experiments/results/gpu-check-<device>.json (atomically; --small writes into a temporary
-folder) and prints one summary.
+--budget-seconds: a part starts only if it can finish (a resumable one: make progress) in the
+time left, and a running part is stopped (SIGINT, state saved) before the budget ends, so the
+same command run again continues. State lives in --work (default runs/gpu-check, git-ignored;
+kept between commands on a warm device machine). After every part, and every 30 s during one,
+the summary is written atomically to --out (default $OUT when set, else experiments/results/):
+gpu-check-<device>.json, with the device, jax version, each phase's wall-clock, SAC steps/s and
+the run's scores. Exit code 0 when every part is done, 3 when the budget stopped it, 1 on failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from gpu import plan
+from gpu.jobs import GRACE_S, Job, read_json, run_progress, write_json
+
+PROBE = ("import json, os, sys, jax, jaxlib; d = jax.devices(); print(json.dumps({'backend': "
+         "jax.default_backend(), 'device_kind': d[0].device_kind, 'device_count': len(d), "
+         "'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'python': sys.version.split()[0], "
+         "'host_cores': os.cpu_count()}))")
+NOTES = {  # log lines kept in the summary: what each part measured on the way
+    "dataset": r"collected \d+/|writing |wrote |read \d+ transitions",
+    "fit": r"epochs run:|wall time:|holdout MSE per member",
+    "policy": r"compiled the|final evaluation|checkpoint at epoch|^\{",
+}
+SMALL_DATA = ["--num-steps", "2000"]
+SMALL_TRAIN = ["--dataset-steps", "2000", "--epochs", "3", "--steps-per-epoch", "20",
+               "--rollout-batch-size", "64", "--eval-episodes", "1", "--final-eval-episodes", "2",
+               "--dynamics.max-epochs", "3", "--sac.hidden-sizes", "32", "32",
+               "--sac.batch-size", "32"]
 
 
-def _run(cmd: list[str], timeout: float) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds, proc.stdout
+def commands(args, work: Path, name: str) -> dict[str, list[str]]:
+    """Each part's command line."""
+    py, small = sys.executable, args.small
+    bench = [py, str(HERE / "benchmark.py"), "--only", "a,b,c,d", "--num-seeds", "1,16",
+             "--repeats", "3", "--out", str(work / f"gpu-check-bench-{name}.json")]
+    if small:
+        bench += ["--quick", "--num-seeds", "1,2", "--repeats", "2"]
+    data = [py, "-m", "mopo_jax.data", "--dataset", "hopper-random", "--offline"]
+    fit = [py, "-m", "mopo_jax.dynamics", "--dataset", "hopper-random", "--offline", "--seed", "0"]
+    train = [py, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--offline", "--resume",
+             "--logdir", str(work / "run"), "--checkpoint-minutes", str(args.checkpoint_minutes)]
+    if small:
+        data += SMALL_DATA
+        fit += SMALL_DATA + ["--max-epochs", "3"]
+        train += SMALL_TRAIN
+    if args.epochs:
+        train += ["--epochs", str(args.epochs)]
+    return {"bench": bench, "dataset": data, "fit": fit, "policy": train}
+
+
+def probe(env: dict) -> dict:
+    """The device and versions, read in a subprocess (this process never starts a JAX backend,
+    so it holds no GPU memory while the parts run)."""
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=False,
+                         env={**env, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, timeout=300)
+    if out.returncode:
+        raise SystemExit(f"JAX probe failed:\n{out.stderr[-2000:]}")
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_summary(result: dict | None) -> dict | None:
+    """The headline numbers of the benchmark JSON: per measurement of parts a-d, seconds per
+    call, compile seconds and rate (grad steps/s, SAC steps/s); the d ratio most-vs-1 policy."""
+    if not result:
+        return None
+    out = {}
+    for part, records in result.get("parts", {}).items():
+        for key, rec in records.items():
+            out[f"{part}_{key}"] = {
+                "median_s": rec["seconds"]["median"], "compile_s": rec.get("compile_s"),
+                "rate": (rec.get("rate") or {}).get("median"), "unit": rec.get("unit"),
+                "gflop_per_s": rec.get("gflop_per_s"), "device_memory": rec.get("device_memory")}
+    d = result.get("parts", {}).get("d", {})
+    seeds = sorted(d, key=lambda k: int(k.split("_")[1]))
+    if len(seeds) > 1:
+        first, last = d[seeds[0]], d[seeds[-1]]
+        out["d_aggregate_ratio"] = {"policies": [first["num_seeds"], last["num_seeds"]],
+                                    "ratio": round(last["rate"]["median"] / first["rate"]["median"], 2)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the checks; returns the exit code."""
+    """Run the check; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--small", action="store_true", help="small shapes and a tiny run (CPU smoke)")
-    p.add_argument("--epochs", type=int, default=1000, help="epochs of the full run (1000 = 1M SAC steps)")
-    p.add_argument("--eval-every", type=int, default=10)
-    p.add_argument("--timeout", type=float, default=540, help="seconds allowed for the full run")
+    p.add_argument("--small", action="store_true", help="tiny sizes (CPU smoke run, minutes)")
+    p.add_argument("--budget-seconds", type=float, default=None, help="wall-clock for this command")
+    p.add_argument("--work", type=Path,
+                   help="state folder (default runs/gpu-check; --small: a new temp folder)")
+    p.add_argument("--out", type=Path, help="results folder (default $OUT, else experiments/results)")
+    p.add_argument("--epochs", type=int, help="policy epochs (default: the train CLI's, 1000)")
+    p.add_argument("--checkpoint-minutes", type=float,
+                   help="run checkpoint cadence (default 1; --small: every epoch)")
+    p.add_argument("--fresh", action="store_true", help="delete the work folder's state first")
     args = p.parse_args(argv)
-    import jax
+    if args.checkpoint_minutes is None:
+        args.checkpoint_minutes = 0.0001 if args.small else 1.0
+    t0 = time.perf_counter()
+    stop_at = None if args.budget_seconds is None else t0 + args.budget_seconds - GRACE_S - 5
+    work = args.work or (Path(tempfile.mkdtemp(prefix="gpu-check-small-")) if args.small
+                         else ROOT / "runs" / "gpu-check")
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    out_dir = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else
+                           work / "out" if args.small else HERE / "results")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT / "src")]))
+    for var, sub in (("MOPO_JAX_CACHE_DIR", "cache"), ("MINARI_DATASETS_PATH", "minari")):
+        if args.small or var not in env:  # --small never touches the user's caches
+            env[var] = str(work / sub)
+    state_path = work / "state.json"
+    state = read_json(state_path) or {}
+    if state and state.get("small") != args.small:
+        raise SystemExit(f"{work} holds a {'small' if state['small'] else 'full'} check: use "
+                         "another --work, or --fresh")
+    print(plan.plan_text(args.small, args.budget_seconds), flush=True)
+    if not state:
+        state = {"small": args.small, "machine": probe(env), "parts": {}, "commands": 0}
+    state["commands"] += 1
+    state.setdefault("command_starts", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    state["budget_seconds"] = args.budget_seconds
+    m = state["machine"]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{m['backend']}-{m['device_kind']}").lower()
+    state["plan"] = {x.name: {"estimate_s": x.estimate_s, "how": x.how} for x in plan.parts(args.small)}
+    state["plan_total_s"] = plan.total_s(args.small)
+    cmds, logs = commands(args, work, name), work / "logs"
+    bench_file = work / f"gpu-check-bench-{name}.json"
+    print(f"device: {m['device_kind']} ({m['backend']}, {m['device_count']}), jax {m['jax']}; "
+          f"work {work}; out {out_dir}", flush=True)
 
-    results = tempfile.mkdtemp(prefix="gpu-check-small-") if args.small else RESULTS
-    device = jax.devices()[0]
-    name = f"{jax.default_backend()}-{device.device_kind}".replace(" ", "_").lower()
-    summary = {"device": f"{device.device_kind} ({jax.default_backend()}, {len(jax.devices())} devices)",
-               "jax_version": jax.__version__, "host_cores": os.cpu_count()}
-    bench_out = os.path.join(results, f"gpu-check-bench-{name}.json")
-    bench = [sys.executable, os.path.join(HERE, "benchmark.py"), "--only", "a,b,c,d",
-             "--num-seeds", "1,16", "--repeats", "3", "--out", bench_out]
-    if args.small:
-        bench += ["--quick", "--num-seeds", "1,2"]
-    summary["benchmark_seconds"], _ = _run(bench, timeout=300)
-    with open(bench_out) as f:
-        summary["benchmark"] = json.load(f)
-    run_dir = os.path.join(results, f"gpu-check-run-{name}")
-    train = [sys.executable, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--offline",
-             "--no-progress", "--overwrite", "--logdir", run_dir]
-    if args.small:
-        train += ["--tiny", "--epochs", "2", "--eval-every", "1"]
-    else:
-        train += ["--epochs", str(args.epochs), "--eval-every", str(args.eval_every)]
-    summary["full_run_seconds"], out = _run(train, timeout=args.timeout)
-    summary["full_run"] = json.loads(out.strip().splitlines()[-1])
-    path = os.path.join(results, f"gpu-check-{name}.json")
-    from mopo_jax.checkpoint import atomic_write_bytes
+    def save() -> None:
+        if (work / "run" / "results.json").exists():
+            state["run"] = run_progress(work / "run")
+        state["benchmark"] = bench_summary(read_json(bench_file))
+        state["elapsed_this_command_s"] = round(time.perf_counter() - t0, 1)
+        write_json(state_path, state)
+        write_json(out_dir / f"gpu-check-{name}.json", state)
+        for src, dst in ((bench_file, bench_file.name),
+                         (bench_file.with_suffix(".md"), bench_file.with_suffix(".md").name),
+                         (work / "run" / "results.json", "gpu-check-run-results.json"),
+                         (work / "run" / "metrics.jsonl", "gpu-check-run-metrics.jsonl")):
+            if src.exists():
+                shutil.copyfile(src, out_dir / dst)
 
-    atomic_write_bytes(path, json.dumps(summary, indent=2).encode())
-    d = summary["benchmark"].get("parts", {}).get("d", {})
-    print(json.dumps({"device": summary["device"], "benchmark_s": round(summary["benchmark_seconds"], 1),
-                      "part_d": d, "full_run_s": round(summary["full_run_seconds"], 1),
-                      "final_normalized_score": summary["full_run"]["final_normalized_score"],
-                      "written": path}, indent=2, default=str))
-    return 0
+    def remaining() -> float | None:
+        return None if stop_at is None else stop_at - time.perf_counter()
+
+    def record(part: str, job: Job | None, result: dict | None, status: str) -> None:
+        entry = state["parts"].setdefault(part, {"seconds_per_command": []})
+        entry["status"] = status
+        if result:
+            entry["seconds_per_command"].append(result["seconds"])
+            entry["seconds"] = round(sum(entry["seconds_per_command"]), 1)
+            entry["rc"] = result["rc"]
+        if job and part in NOTES:
+            lines = job.tail(10**6).splitlines()
+            entry["log_notes"] = [x for x in lines if re.search(NOTES[part], x)][-8:]
+        if status == "failed" and job:
+            entry["log_tail"] = job.tail(30)
+        save()
+        print(f"[{time.perf_counter() - t0:6.0f} s] {part}: {status}"
+              + (f" after {result['seconds']:.0f} s" if result else ""), flush=True)
+        if job and status != "done":
+            print(job.tail(), flush=True)
+
+    def start(part: str, **kw) -> Job | None:
+        x = next(x for x in plan.parts(args.small) if x.name == part)
+        if state["parts"].get(part, {}).get("status") == "done":
+            return None
+        if not plan.may_start(x, remaining()):
+            record(part, None, None, "not started: budget")
+            return None
+        return Job(part, cmds[part], logs / f"{part}.log", **kw).start()
+
+    def finish(part: str, job: Job | None) -> bool:
+        """Wait for a started part (None: not started now); True when the part is done."""
+        if job is not None:
+            result = job.wait(stop_at, on_tick=save)
+            status = ("stopped: budget" if result["stopped"] else "done" if result["rc"] == 0
+                      else "failed")
+            record(part, job, result, status)
+        return state["parts"].get(part, {}).get("status") == "done"
+
+    if read_json(bench_file) is not None:  # finished in an earlier command
+        state["parts"].setdefault("bench", {"seconds_per_command": []})["status"] = "done"
+    data_job = start("dataset", env={**env, "JAX_PLATFORMS": "cpu"})  # host only, beside bench
+    finish("bench", start("bench", env=env))  # a failed benchmark does not stop the run
+    if finish("dataset", data_job) and finish("fit", start("fit", env=env)):
+        finish("policy", start("policy", env=env))
+    save()
+    statuses = {k: v["status"] for k, v in state["parts"].items()}
+    print(f"summary: {statuses}; run: {state.get('run')}; written {out_dir / f'gpu-check-{name}.json'}",
+          flush=True)
+    if any(s == "failed" for s in statuses.values()):
+        return 1
+    return 0 if all(statuses.get(x.name) == "done" for x in plan.parts(args.small)) else 3
 
 
 if __name__ == "__main__":

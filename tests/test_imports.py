@@ -104,7 +104,12 @@ def test_library_never_imports_the_cli():
 def test_function_level_imports_only_in_cli_and_the_lazy_api():
     _, nested = import_graph()
     lazy_api = {"mopo_jax", "mopo_jax.data"}  # module __getattr__ re-exports
-    bad = [(m, t, line) for m, t, line in nested if not _is_cli(m) and m not in lazy_api]
+    # data.collect runs in spawned worker processes that must not import JAX: it imports the
+    # actor (JAX) and the worker pool (which imports collect back) only when a build needs them.
+    jax_free_workers = {("mopo_jax.data.collect", t) for t in
+                        ("mopo_jax.data.parallel", "mopo_jax.sac.config", "mopo_jax.sac.policy")}
+    bad = [(m, t, line) for m, t, line in nested if not _is_cli(m) and m not in lazy_api
+           and (m, t) not in jax_free_workers]
     assert bad == []
 
 

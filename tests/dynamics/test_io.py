@@ -78,3 +78,17 @@ def test_train_uses_a_given_ensemble_checked_against_the_config(hopper_small, da
     assert "num_members: file has 7, expected 3" in capsys.readouterr().err
     assert not (tmp_path / "run2" / "metrics.jsonl").exists()
     np.testing.assert_array_equal(dyn_io.load(tmp_path / "tiny-model")[0].elite_idx, model.elite_idx)
+
+
+def test_the_fit_log_shows_the_patience_and_says_the_end_is_unknown(caplog):
+    """Reproducer: the fit printed s/epoch but nothing on when early stopping would end it."""
+    import logging
+
+    from mopo_jax.dynamics.fit import EpochInfo
+    from mopo_jax.dynamics.io import log_epoch
+
+    info = EpochInfo(3, 0.1, np.ones(2), np.ones(2), 2, 30.0)
+    with caplog.at_level(logging.INFO, logger="mopo_jax.dynamics"):
+        log_epoch(info, patience=5)
+    assert "no improvement for 2 epochs (stops after more than 5 in a row" in caplog.text
+    assert "not known in advance" in caplog.text and "10.00 s/epoch" in caplog.text

@@ -1,9 +1,13 @@
-"""Shared CLI plumbing: logging set-up for the `mopo_jax` logger and clean error exits."""
+"""Shared CLI plumbing: logging set-up for the `mopo_jax` logger and clean exits on errors and interrupts."""
 
 from __future__ import annotations
 
+import errno
+import contextlib
 import logging
+import signal
 import sys
+import threading
 
 
 class _Formatter(logging.Formatter):
@@ -31,3 +35,47 @@ def fail(err: BaseException, code: int = 2) -> int:
     """Print `error: <message>` to stderr (no traceback) and return the exit code."""
     print(f"error: {err}", file=sys.stderr)
     return code
+
+
+STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file-size limit was reached",
+                  errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def storage_error(err: BaseException) -> str | None:
+    """A one-line message for a full disk, a file-size cap or a quota (naming the path), or None
+    for any other error."""
+    if not isinstance(err, OSError) or err.errno not in STORAGE_ERRNOS:
+        return None
+    where = f" while writing {err.filename}" if err.filename else ""
+    return (f"{STORAGE_ERRNOS[err.errno]}{where}. Files already written are intact (every write is "
+            "atomic): free space or raise the limit, then run the same command again with --resume "
+            "to continue.")
+
+
+INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
+
+
+def interrupted(err: KeyboardInterrupt) -> int:
+    """Print `interrupted: <message>` (or `interrupted`) to stderr, no traceback; return 130."""
+    message = str(err)
+    print(f"interrupted: {message}" if message else "interrupted", file=sys.stderr, flush=True)
+    return INTERRUPTED
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt as SIGINT does (so a stopped command
+    saves what it can and exits cleanly); the previous handler is restored after. A no-op outside
+    the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from mopo_jax.cli.common import fail, setup_logging
+from mopo_jax.cli.common import (fail, interrupted, setup_logging, sigterm_as_interrupt,
+                                 storage_error)
 from mopo_jax.cli.train_flags import parse
 
 
@@ -17,11 +18,23 @@ def main(argv: list[str] | None = None) -> int:
         return fail(err)
     setup_logging()
     from mopo_jax.cli import train_run  # the JAX side, imported once the flags are valid
+    from mopo_jax.dynamics.resumable import FitInterrupted
 
     try:
-        return train_run.execute(config, coefs, lengths, options, argv)
+        with sigterm_as_interrupt():
+            return train_run.execute(config, coefs, lengths, options, argv)
+    except KeyboardInterrupt as err:  # the fit saved its state; training resumes from its checkpoint
+        message = str(err) if isinstance(err, FitInterrupted) else (
+            "training stopped; the run continues from its last checkpoint with --resume (a run "
+            "in the default directory: the same command again)")
+        return interrupted(KeyboardInterrupt(message))
     except train_run.USER_ERRORS as err:
         return fail(err)
+    except OSError as err:
+        message = storage_error(err)
+        if message is None:
+            raise
+        return fail(message)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def _models(config: TrainConfig, options: RunOptions, data, dataset, seeds):
         return jax.tree.map(lambda x: x[None], model), [str(options.dynamics_path)]
     fit_seeds = [options.seed] if options.shared_model else list(seeds)
     return dynamics_io.fit_or_load(config.dynamics, data, dataset.info, fit_seeds,
-                                   on_epoch=dynamics_io.log_epoch)
+                                   on_epoch=functools.partial(dynamics_io.log_epoch,
+                                                              patience=config.dynamics.patience))
 
 
 def _git_commit() -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mopo_jax import paths
+from mopo_jax.data import h5io
 from mopo_jax.envs.make import env_spec
 
 log = logging.getLogger("mopo_jax.data")
@@ -27,24 +28,40 @@ class UnreadableDataset(RuntimeError):
     """A Minari dataset on disk that cannot be read (corrupt or truncated files)."""
 
 
-def read_flat(minari_id: str) -> dict:
-    """Read a Minari dataset through minari.load_dataset into flat float32 arrays.
+def read_flat(minari_id: str, num_workers: int | None = None) -> dict:
+    """Read a Minari dataset into flat float32 arrays: an HDF5 dataset of array observations and
+    actions straight from its file with h5py (`h5io.read_flat`, in `num_workers` processes;
+    None: h5io.default_readers), any other through minari.load_dataset (same values).
 
     Returns observations, next_observations [N, o], actions [N, a], rewards, terminations,
     truncations, episode_ends [N] (float32) and ref_scores [2] (float64, NaN when absent).
     Raises UnreadableDataset naming the path when the files cannot be read.
     """
-    import minari
-
     start = time.perf_counter()
     log.info("reading %s into flat arrays (once; cached afterwards)", minari_id)
+    data_dir = paths.minari_dataset_dir(minari_id) / "data"
+    meta = read_metadata(minari_id)
     try:
-        dataset = minari.load_dataset(minari_id)
-        episodes = list(dataset.iterate_episodes())
+        if h5io.plain_arrays(data_dir):
+            arrays = h5io.read_flat(data_dir, int(meta["total_episodes"]), int(meta["total_steps"]),
+                                    num_workers)
+        else:
+            arrays = _read_flat_minari(minari_id)
     except Exception as err:  # h5py raises OSError/KeyError/ValueError on damaged files
-        path = paths.minari_dataset_dir(minari_id)
-        raise UnreadableDataset(f"Minari dataset {minari_id} at {path} cannot be read "
+        raise UnreadableDataset(f"Minari dataset {minari_id} at {data_dir.parent} cannot be read "
                                 f"({type(err).__name__}: {err}).") from err
+    arrays["ref_scores"] = np.asarray(
+        [meta.get("ref_min_score", np.nan), meta.get("ref_max_score", np.nan)], np.float64)
+    log.info("read %d transitions of %s in %.1f s", len(arrays["rewards"]), minari_id,
+             time.perf_counter() - start)
+    return arrays
+
+
+def _read_flat_minari(minari_id: str) -> dict:
+    """The flat arrays of `read_flat` (without ref_scores), through minari's EpisodeData."""
+    import minari
+
+    episodes = list(minari.load_dataset(minari_id).iterate_episodes())
     cat = lambda key: np.concatenate([getattr(ep, key) for ep in episodes])  # noqa: E731
     arrays = dict(
         observations=np.concatenate([ep.observations[:-1] for ep in episodes]),
@@ -55,13 +72,7 @@ def read_flat(minari_id: str) -> dict:
     ends = np.zeros(len(arrays["rewards"]), bool)
     ends[np.cumsum([len(ep.rewards) for ep in episodes]) - 1] = True
     arrays["episode_ends"] = ends
-    arrays = {k: np.asarray(v, np.float32) for k, v in arrays.items()}
-    meta = dataset.storage.metadata
-    arrays["ref_scores"] = np.asarray(
-        [meta.get("ref_min_score", np.nan), meta.get("ref_max_score", np.nan)], np.float64)
-    log.info("read %d transitions of %s in %.1f s", len(arrays["rewards"]), minari_id,
-             time.perf_counter() - start)
-    return arrays
+    return {k: np.asarray(v, np.float32) for k, v in arrays.items()}
 
 
 def dataset_state(minari_id: str, root: Path | None = None) -> str:
@@ -201,38 +212,19 @@ def try_download(prefix: str, timeout_s: float) -> str:
     return minari_id
 
 
-def _episode_buffers(steps: dict) -> list:
-    """Split flat collected steps into Minari EpisodeBuffers (T+1 observations each)."""
-    from minari.data_collector import EpisodeBuffer
-
-    buffers, t0, o0 = [], 0, 0
-    for i, (length, seed) in enumerate(zip(steps["episode_lengths"], steps["episode_seeds"])):
-        t1 = t0 + int(length)
-        buffers.append(
-            EpisodeBuffer(
-                id=i,
-                seed=int(seed) if seed >= 0 else None,
-                observations=steps["observations"][o0 : o0 + length + 1],
-                actions=steps["actions"][t0:t1],
-                rewards=steps["rewards"][t0:t1],
-                terminations=steps["terminations"][t0:t1],
-                truncations=steps["truncations"][t0:t1],
-            )
-        )
-        t0, o0 = t1, o0 + int(length) + 1
-    return buffers
-
-
 def write_minari_dataset(
     dataset_id: str, steps: dict, env_id: str, *, description: str, algorithm_name: str,
     ref_min_score: float, ref_max_score: float, inputs: dict[str, str] | None = None,
+    num_workers: int | None = None,
 ) -> Path:
     """Write collected steps (the dict of `collect.collect_steps`) as ONE Minari dataset
     `dataset_id`, atomically; returns its folder.
 
-    It is written with Minari's storage API (`MinariStorage.new` takes the data path, unlike
-    `minari.create_dataset_from_buffers`, which only writes under $MINARI_DATASETS_PATH) into a
-    hidden temporary root inside the Minari root, then renamed into place, replacing any folder
+    Its metadata.json comes from Minari's storage API (`MinariStorage.new` takes the data path,
+    unlike `minari.create_dataset_from_buffers`, which only writes under $MINARI_DATASETS_PATH),
+    its HDF5 file from `h5io.write_episodes` (what `MinariStorage.update_episodes` writes, fast;
+    in `num_workers` processes, None: h5io.default_writers). All goes into a
+    hidden temporary root inside the Minari root, then is renamed into place, replacing any folder
     already there (a broken copy, or the dataset being rebuilt). A build killed halfway leaves
     nothing that looks like a dataset, and an old copy stays until the new one is complete.
     `inputs` ({input name: fingerprint}, see recipes.input_stamps) is recorded under INPUTS_KEY.
@@ -257,7 +249,9 @@ def write_minari_dataset(
         start = time.perf_counter()
         log.info("writing %s: %d transitions in %d episodes", dataset_id, len(steps["actions"]),
                  len(steps["episode_lengths"]))
-        storage.update_episodes(_episode_buffers(steps))
+        total_steps, total_episodes = h5io.write_episodes(data_dir, steps, num_workers)
+        storage.update_metadata({"total_steps": total_steps, "total_episodes": total_episodes,
+                                 "dataset_size": storage.get_size()})  # as update_episodes does
         log.info("wrote %s in %.1f s", dataset_id, time.perf_counter() - start)
         return _swap_into_place(tmp_root, dataset_id)
     finally:

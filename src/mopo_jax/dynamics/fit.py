@@ -107,11 +107,16 @@ def _loss_fn(config: DynamicsConfig):
         logvar_bound_coef=config.logvar_bound_coef)
 
 
-def _train_epoch(data: _FitData, carry: _FitCarry, config: DynamicsConfig) -> _FitCarry:
-    """One epoch: every member passes once over its reshuffled bootstrap sample, then holdout/snapshots."""
-    optimizer, grad_fn = _optimizer(config), jax.value_and_grad(_loss_fn(config))
+def _epoch_batches(data: _FitData, carry: _FitCarry, config: DynamicsConfig):
+    """This epoch's minibatches: (idx [K, E, B] int32, weights [K, B] or None), K steps."""
     key = jax.random.fold_in(data.epoch_key, carry.epoch)
-    idx, weights = batches.epoch_minibatches(key, data.boot_idx, config.batch_size)
+    return batches.epoch_minibatches(key, data.boot_idx, config.batch_size)
+
+
+def _steps(data: _FitData, trainable: dict, opt_state, idx: jax.Array, weights, config: DynamicsConfig):
+    """Gradient steps over minibatches idx [K, E, B] (weights [K, B] or None):
+    ((trainable, opt_state), losses [K])."""
+    optimizer, grad_fn = _optimizer(config), jax.value_and_grad(_loss_fn(config))
 
     def step(state, batch):
         trainable, opt_state = state
@@ -120,8 +125,12 @@ def _train_epoch(data: _FitData, carry: _FitCarry, config: DynamicsConfig) -> _F
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
         return (optax.apply_updates(trainable, updates), opt_state), loss
 
-    (trainable, opt_state), step_losses = jax.lax.scan(
-        step, (carry.trainable, carry.opt_state), (idx, weights))
+    return jax.lax.scan(step, (trainable, opt_state), (idx, weights))
+
+
+def _close_epoch(data: _FitData, carry: _FitCarry, trainable: dict, opt_state,
+                 step_losses: jax.Array, config: DynamicsConfig) -> _FitCarry:
+    """End of an epoch whose steps gave (trainable, opt_state) and losses [K]: holdout, snapshots."""
     mse = jnp.mean(losses.per_dim_mse(trainable["net"], data.holdout_x, data.holdout_y,
                                         config.activation), axis=-1)
     best_net, best_mse, since, improved = update_snapshots(
@@ -133,6 +142,14 @@ def _train_epoch(data: _FitData, carry: _FitCarry, config: DynamicsConfig) -> _F
         since_update=since,
         train_loss_history=carry.train_loss_history.at[carry.epoch].set(jnp.mean(step_losses)),
         holdout_mse_history=carry.holdout_mse_history.at[carry.epoch].set(mse))
+
+
+def _train_epoch(data: _FitData, carry: _FitCarry, config: DynamicsConfig) -> _FitCarry:
+    """One epoch: every member passes once over its reshuffled bootstrap sample, then holdout/snapshots."""
+    idx, weights = _epoch_batches(data, carry, config)
+    (trainable, opt_state), step_losses = _steps(
+        data, carry.trainable, carry.opt_state, idx, weights, config)
+    return _close_epoch(data, carry, trainable, opt_state, step_losses, config)
 
 
 def _keep_training(carry: _FitCarry, config: DynamicsConfig) -> jax.Array:

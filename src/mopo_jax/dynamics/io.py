@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mopo_jax import checkpoint
+from mopo_jax.keys import KEY_TREE_VERSION, dynamics_key
 from mopo_jax.paths import model_cache_dir
-from mopo_jax.dynamics import batches
+from mopo_jax.dynamics import batches, resumable
 from mopo_jax.dynamics.config import DynamicsConfig
-from mopo_jax.dynamics.fit import EpochInfo, FitFailed, FitReport, fit_failures, fit_many
+from mopo_jax.dynamics.fit import EpochInfo, FitFailed, FitReport, fit_failures
 from mopo_jax.dynamics.model import EnsembleModel, init_ensemble_params
 
 log = logging.getLogger("mopo_jax.dynamics")
@@ -80,12 +81,14 @@ def load(path: str | os.PathLike, *, obs_dim: int | None = None, act_dim: int | 
 
 
 def cache_key(dataset_info, num_rows: int, seed: int, config: DynamicsConfig) -> str:
-    """Hex key of a cached ensemble: dataset name, Minari id and data-file stamp, rows used, seed
-    and the whole dynamics config. Two datasets with the same name but different files (e.g. the
+    """Hex key of a cached ensemble: dataset name, Minari id and data-file stamp, rows used, seed,
+    the whole dynamics config and the key tree's version (an ensemble fitted from an older key
+    derivation is never taken for a new one). Two datasets with the same name but different files (e.g. the
     official download and a local build) get different keys."""
     identity = {"dataset": dataset_info.name, "minari_id": dataset_info.minari_id,
                 "data_stamp": dataset_info.data_stamp, "num_rows": int(num_rows), "seed": int(seed),
-                "dynamics": json.loads(json.dumps(dataclasses.asdict(config)))}
+                "dynamics": json.loads(json.dumps(dataclasses.asdict(config))),
+                "key_tree": KEY_TREE_VERSION}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -114,25 +117,33 @@ def check_fit(report: FitReport, what: str) -> None:
                         "for NaN/inf values (python -m mopo_jax.data --dataset ... --rebuild).")
 
 
-def log_epoch(info: EpochInfo) -> None:
+def log_epoch(info: EpochInfo, patience: int | None = None) -> None:
     """An `on_epoch` callback (of `fit` or `fit_many`) that logs one line per epoch on the
-    'mopo_jax.dynamics' logger: holdout MSE, best so far, epochs without improvement, rate."""
+    'mopo_jax.dynamics' logger: holdout MSE, best so far, epochs without improvement (against
+    `patience`, when given: early stopping decides the end, so no ETA exists), rate."""
     fmt = lambda x: np.array2string(np.asarray(x), precision=4, separator=",")  # noqa: E731
+    limit = "" if patience is None else (f" (stops after more than {patience} in a row; the "
+                                         "total is not known in advance)")
     log.info("dynamics epoch %d  train loss %s  holdout mse %s  best mean %.5f  no improvement "
-             "for %s epochs  %.1f s, %.2f s/epoch", info.epoch,
+             "for %s epochs%s  %.1f s, %.2f s/epoch", info.epoch,
              fmt(info.train_loss), fmt(info.holdout_mse), float(np.mean(info.best_mse)),
-             fmt(info.epochs_since_update), info.seconds,
+             fmt(info.epochs_since_update), limit, info.seconds,
              info.seconds / max(info.epoch, 1))
 
 
-def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int],
-                on_epoch=None) -> tuple[EnsembleModel, list[str]]:
-    """Ensembles for `seeds` (one per seed, fitted with key(seed)), stacked on a leading axis [S],
-    and the cache keys they were stored under.
+def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int], on_epoch=None, *,
+                checkpoint_seconds: float = resumable.CHECKPOINT_SECONDS,
+                steps_per_call: int | None = None) -> tuple[EnsembleModel, list[str]]:
+    """Ensembles for `seeds` (one per seed, fitted with `keys.dynamics_key(seed)`), stacked on a
+    leading axis [S], and the cache keys they were stored under.
 
     Each is loaded from the model cache (see cache_key) when present; the missing ones are
-    fitted together in one vmapped call (`fit_many`), checked (a failed fit raises FitFailed and
-    is never cached) and cached. `on_epoch` receives each epoch's progress (default: a log line).
+    fitted together (`resumable.fit_many_resumable`, equal to `fit_many`), checked (a failed fit
+    raises FitFailed and is never cached) and cached. While they fit, each seed's state is saved
+    beside its cache entry (`<entry>.partial.*`, every `checkpoint_seconds` and on a
+    KeyboardInterrupt, which raises resumable.FitInterrupted); any later call for the same fit
+    continues from there, and the state is deleted once the model is cached. `on_epoch` receives
+    each epoch's progress (default: a log line); `steps_per_call`: see fit_many_resumable.
     """
     n, obs_dim, act_dim = (int(data.observations.shape[0]), data.observations.shape[1],
                            data.actions.shape[1])
@@ -144,12 +155,16 @@ def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int],
             log.info("dynamics: loaded cached ensemble %s", prefixes[s])
     missing = [s for s in seeds if s not in models]
     if missing:
-        log.info("dynamics: fitting %d x %d members on %d transitions (seeds %s) in one compiled "
-                 "call; one epoch is ~%d gradient steps per seed", len(missing), config.num_members,
-                 n, missing, -(-(n - batches.num_holdout_rows(n, config)) // config.batch_size))
+        log.info("dynamics: fitting %d x %d members on %d transitions (seeds %s); one epoch is ~%d "
+                 "gradient steps per seed", len(missing), config.num_members, n, missing,
+                 -(-(n - batches.num_holdout_rows(n, config)) // config.batch_size))
         start = time.perf_counter()
-        keys = jax.vmap(jax.random.key)(jnp.asarray(missing))
-        fitted, report = fit_many(keys, data, config, on_epoch=on_epoch)
+        keys = jnp.stack([dynamics_key(s) for s in missing])  # the key tree (mopo_jax.keys)
+        states = [resumable.FitStateFile(resumable.partial_prefix(prefixes[s]),
+                                         cache_key(dataset_info, n, s, config), s) for s in missing]
+        fitted, report = resumable.fit_many_resumable(
+            keys, data, config, states, on_epoch=on_epoch, checkpoint_seconds=checkpoint_seconds,
+            steps_per_call=steps_per_call)
         jax.block_until_ready(fitted)
         for i, s in enumerate(missing):
             check_fit(jax.tree.map(lambda x, i=i: x[i], report), f"{dataset_info.name} (seed {s})")
@@ -160,5 +175,6 @@ def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int],
         for i, s in enumerate(missing):
             models[s] = jax.tree.map(lambda x, i=i: x[i], fitted)
             save(prefixes[s], models[s], config, dataset_info=dataset_info, num_rows=n)
+            resumable.remove_state(states[i].prefix)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(models[s] for s in seeds))
     return stacked, [prefixes[s].name for s in seeds]
