@@ -23,15 +23,6 @@ EPISODE_STEPS = 25
 CUT_LINE = "mujoco/ant/random-v0: observation dims 105 -> 27"
 
 
-@pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    """An empty Minari root and flat cache of this test's own (offline)."""
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    monkeypatch.setenv("MOPO_JAX_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("MOPO_JAX_OFFLINE", "1")
-    return tmp_path
-
-
 class _Records(logging.Handler):
     def __init__(self):
         super().__init__(logging.INFO)

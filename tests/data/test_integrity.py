@@ -23,15 +23,6 @@ SMALL_STEPS = 5000  # rows of the conftest fixture hopper_small
 
 
 @pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    """An empty Minari root and flat cache of this test's own (offline unless a test says so)."""
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    monkeypatch.setenv("MOPO_JAX_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("MOPO_JAX_OFFLINE", "1")
-    return tmp_path
-
-
-@pytest.fixture
 def data_log(caplog):
     """Records of the 'mopo_jax.data' logger (the CLI's setup_logging stops propagation to root)."""
     logger = logging.getLogger("mopo_jax.data")
