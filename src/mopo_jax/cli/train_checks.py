@@ -118,11 +118,9 @@ def check_memory(config: TrainConfig, grid: Grid, data) -> None:
     naming the flags that set them."""
     n, o, a = data.observations.shape[0], data.observations.shape[1], data.actions.shape[1]
     size = len(grid.seeds) * len(grid.penalty_coefs)
-    parts: dict[str, int] = {}
-    for h in grid.rollout_lengths:
-        one = memory_estimate(dataclasses.replace(config, rollout_length=h), n, o, a, size)
-        parts = {k: parts.get(k, 0) + v for k, v in one.items()}
-    parts["data"] = one["data"]
+    per_h = [memory_estimate(dataclasses.replace(config, rollout_length=h), n, o, a, size)
+             for h in grid.rollout_lengths]  # one compiled group per h; the data are shared
+    parts = {k: per_h[0][k] if k == "data" else sum(e[k] for e in per_h) for k in per_h[0]}
     need, available = sum(parts.values()), available_bytes()
     if available is not None and need > available:
         detail = ", ".join(f"{k} {v / 2**30:.1f} GiB" for k, v in parts.items())
