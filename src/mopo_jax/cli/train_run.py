@@ -28,13 +28,14 @@ from mopo_jax.dynamics import io as dynamics_io
 from mopo_jax.dynamics.fit import FitFailed
 from mopo_jax.envs.evaluate import evaluate_policies
 from mopo_jax.envs.ood_env import make_eval_env
-from mopo_jax.mopo.config import TrainConfig
+from mopo_jax.mopo.config import TrainConfig, config_to_dict
 from mopo_jax.mopo.grid import Grid
 from mopo_jax.mopo.run import RunSpec, TrainingDiverged, run
 from mopo_jax.sharding import barrier
 from mopo_jax.tracking import make_tracker
 
 log = logging.getLogger("mopo_jax.train")
+PREPARING = "preparing its dynamics ensembles (fitting or loading them)"
 USER_ERRORS = (ValueError, DatasetError, FitFailed, rundir.RunDirError, TrainingDiverged,
                FileNotFoundError, PermissionError, ImportError)
 def _models(config: TrainConfig, options: RunOptions, data, dataset, seeds):
@@ -81,6 +82,16 @@ def _meta(options: RunOptions, dataset, model_keys, argv) -> dict:
             "jax_version": jax.__version__, "versions": _versions(), "git_commit": _git_commit(),
             "command": " ".join(["python -m mopo_jax.train", *argv]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _write_early_config(run_dir: Path, config: TrainConfig, grid: Grid, meta: dict) -> None:
+    """config.json of a new run before its (possibly hours-long) dynamics fit, so that the folder
+    reads as a run from the start: `report` says it is preparing, and the same command (or
+    --resume) continues it after an interruption. The run rewrites it in full when it starts."""
+    text = json.dumps({"config": config_to_dict(config), "grid": grid.to_dict(),
+                       "policy_ids": [p.id for p in grid.policies()], **meta,
+                       "phase": PREPARING}, indent=2)
+    rundir.write_text_atomic(run_dir / "config.json", text)
 
 
 def _printer(config: TrainConfig, grid: Grid):
@@ -158,6 +169,8 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
         check_env_dims(dataset, dataset.info)  # before any fit or write
         data = jax.tree.map(jnp.asarray, dataset.transitions())
         check_memory(config, grid, data)
+        if writer and saved is None and not holds_run(run_dir):
+            _write_early_config(run_dir, config, grid, _meta(options, dataset, None, argv))
         models, model_keys = _process_zero_first(
             "ensembles", lambda: _models(config, options, data, dataset, grid.seeds))
         info = dataset.info

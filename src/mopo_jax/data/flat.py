@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from mopo_jax import paths
+from mopo_jax import paths, stale
 from mopo_jax.data import minari_io
 from mopo_jax.envs.catalog import ENVS, parse_dataset_name
 from mopo_jax.envs.make import env_family, make_env
@@ -83,6 +83,7 @@ def load_flat(minari_id: str, name: str) -> dict:
     arrays = fit_observations(arrays, minari_id, name)
     check_values(arrays, minari_id, name)
     cache.parent.mkdir(parents=True, exist_ok=True)
+    stale.remove_stale(cache.parent, ("*.tmp*.npz",))  # left by writes killed over a day ago
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npz")
     np.savez(tmp, stamp=np.asarray(stamp), **arrays)
     os.replace(tmp, cache)

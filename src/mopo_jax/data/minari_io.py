@@ -9,13 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from mopo_jax import paths
+from mopo_jax import paths, stale
 from mopo_jax.data import h5io
 from mopo_jax.envs.make import env_spec
 
@@ -136,9 +135,18 @@ def broken_ids(prefix: str) -> list[str]:
     return [i for i in _matching_ids(prefix) if dataset_state(i) == "broken"]
 
 
+def _new_temp_root(kind: str) -> Path:
+    """A hidden folder of ours inside the Minari root, after removing those that interrupted
+    builds, downloads and deletions left behind (see mopo_jax.stale)."""
+    root = paths.minari_root()
+    root.mkdir(parents=True, exist_ok=True)
+    stale.remove_stale(root, (".mopo_jax-*",))
+    return stale.temp_dir(kind, root)
+
+
 def remove_dataset(minari_id: str) -> None:
     """Delete a local Minari dataset: renamed aside first, so no half-deleted folder stays in place."""
-    trash = Path(tempfile.mkdtemp(prefix=".mopo_jax-trash-", dir=paths.minari_root()))
+    trash = _new_temp_root("trash")
     try:
         os.rename(paths.minari_dataset_dir(minari_id), trash / "dataset")
     except FileNotFoundError:
@@ -186,9 +194,7 @@ def try_download(prefix: str, timeout_s: float) -> str:
     data file opens is renamed into place, so a killed or timed-out one leaves nothing that looks
     like a dataset. Raises DownloadFailed(reason).
     """
-    root = paths.minari_root()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=".mopo_jax-download-", dir=root))
+    tmp_root = _new_temp_root("download")
     child_env = dict(os.environ, **{paths.MINARI_ENV_VAR: str(tmp_root)})
     start = time.perf_counter()
     try:
@@ -232,9 +238,7 @@ def write_minari_dataset(
     import minari
     from minari.dataset.minari_storage import MinariStorage
 
-    root = paths.minari_root()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=".mopo_jax-build-", dir=root))
+    tmp_root = _new_temp_root("build")
     try:
         data_dir = paths.minari_dataset_dir(dataset_id, tmp_root) / "data"
         data_dir.mkdir(parents=True)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mopo_jax import checkpoint
+from mopo_jax import checkpoint, paths, stale
 from mopo_jax.keys import KEY_TREE_VERSION, dynamics_key
 from mopo_jax.paths import model_cache_dir
 from mopo_jax.dynamics import batches, resumable
@@ -99,14 +100,24 @@ def cache_prefix(dataset_info, num_rows: int, seed: int, config: DynamicsConfig)
 
 
 def check_writable(prefix: str | os.PathLike) -> None:
-    """Raise OSError naming the folder when `<prefix>.msgpack` could not be written (checked
-    before a long fit, so a finished fit is never lost to a bad --out)."""
+    """Raise PermissionError naming the folder when `<prefix>.msgpack` could not be written
+    (checked before a long fit, so a finished fit is never lost to a bad --out or a read-only
+    model cache). A file is created and deleted in the nearest existing folder to make sure."""
     folder = Path(os.path.abspath(os.fspath(prefix))).parent
     probe = folder
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise OSError(f"cannot write the model to {prefix}: {probe} is not a writable folder")
+    problem = None if probe.is_dir() else "it is not a folder"
+    if problem is None:
+        try:
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError as err:
+            problem = err.strerror or str(err)
+    if problem:
+        raise PermissionError(f"cannot write the model to {prefix}: {probe} is not a writable folder "
+                              f"({problem}); nothing was fitted. Make it writable, or choose "
+                              f"another folder (for the model cache: ${paths.CACHE_ENV_VAR})")
 
 
 def check_fit(report: FitReport, what: str) -> None:
@@ -155,6 +166,8 @@ def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int], on
             log.info("dynamics: loaded cached ensemble %s", prefixes[s])
     missing = [s for s in seeds if s not in models]
     if missing:
+        check_writable(prefixes[missing[0]])  # before the fit, not after it
+        stale.remove_stale(model_cache_dir(), ("*.tmp",))  # atomic writes killed over a day ago
         log.info("dynamics: fitting %d x %d members on %d transitions (seeds %s); one epoch is ~%d "
                  "gradient steps per seed", len(missing), config.num_members, n, missing,
                  -(-(n - batches.num_holdout_rows(n, config)) // config.batch_size))

@@ -58,6 +58,9 @@ def load_run(path: str | os.PathLike) -> Run:
     if not isinstance(config, dict):
         raise RunDirError(f"{config_path} does not hold a JSON object")
     rows = read_jsonl(metrics_path, repair=False)
+    if not rows and config.get("phase"):
+        raise RunDirError(f"{path} is a training run that is {config['phase']}; it has no "
+                          "metrics yet: report again after its first policy epoch")
     if not rows:
         raise RunDirError(f"{path} has no metrics yet ({metrics_path.name} is missing or empty); "
                           "report again after the first epoch has been written")
