@@ -92,3 +92,7 @@ def test_the_fit_log_shows_the_patience_and_says_the_end_is_unknown(caplog):
         log_epoch(info, patience=5)
     assert "no improvement for 2 epochs (stops after more than 5 in a row" in caplog.text
     assert "not known in advance" in caplog.text and "10.00 s/epoch" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mopo_jax.dynamics"):  # resumed after epoch 2
+        log_epoch(info._replace(epoch=4, seconds=90.0, resumed_from=2))
+    assert "90.0 s, 45.00 s/epoch" in caplog.text  # reproducer: read 22.50 (90 s over 4 epochs)

@@ -70,6 +70,7 @@ def test_stopped_and_resumed_fit_equals_the_one_call_fit(data, tmp_path, caplog)
                                       on_epoch=seen.append)
     assert f"resuming the fit of seed 3 at epoch 3 from {tmp_path}" in caplog.text
     assert [info.epoch for info in seen] == list(range(4, epochs + 1))
+    assert {info.resumed_from for info in seen} == {3}  # the rate counts this call's epochs only
     assert_same(got, want)
     resumable.remove_state(state.prefix)
     assert not list(tmp_path.iterdir())

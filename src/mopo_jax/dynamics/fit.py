@@ -200,7 +200,9 @@ class EpochInfo(NamedTuple):
 
     epoch: epochs done (1-based); train_loss: mean minibatch loss; holdout_mse: [E] this epoch's
     holdout MSE per member; best_mse: [E] best so far; epochs_since_update: epochs in a row with no
-    member improving; seconds: wall time since the fit started (compilation included).
+    member improving; seconds: wall time since the fit started (compilation included);
+    resumed_from: epochs already done when this call started (a resumed fit), so the rate is
+    seconds / (epoch - resumed_from).
     """
 
     epoch: int
@@ -209,6 +211,7 @@ class EpochInfo(NamedTuple):
     best_mse: np.ndarray
     epochs_since_update: int
     seconds: float
+    resumed_from: int = 0
 
 
 def fit(key: jax.Array, transitions: Transitions, config: DynamicsConfig = DynamicsConfig(),

@@ -139,7 +139,7 @@ def log_epoch(info: EpochInfo, patience: int | None = None) -> None:
              "for %s epochs%s  %.1f s, %.2f s/epoch", info.epoch,
              fmt(info.train_loss), fmt(info.holdout_mse), float(np.mean(info.best_mse)),
              fmt(info.epochs_since_update), limit, info.seconds,
-             info.seconds / max(info.epoch, 1))
+             info.seconds / max(info.epoch - info.resumed_from, 1))
 
 
 def fit_or_load(config: DynamicsConfig, data, dataset_info, seeds: list[int], on_epoch=None, *,

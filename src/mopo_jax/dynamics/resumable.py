@@ -121,18 +121,18 @@ def _start(calls, keys, transitions, config, files: Sequence[FitStateFile], many
     return data, carry, stats, saved
 
 
-def _epoch_info(carry, many: bool, seconds: float) -> EpochInfo:
+def _epoch_info(carry, many: bool, seconds: float, resumed_from: int) -> EpochInfo:
     """EpochInfo of the epoch just run (as `fit` / `fit_many` report it)."""
     if not many:
         e = int(carry.epoch) - 1
         return EpochInfo(e + 1, float(carry.train_loss_history[e]),
                          np.asarray(carry.holdout_mse_history[e]), np.asarray(carry.best_mse),
-                         int(carry.since_update), seconds)
+                         int(carry.since_update), seconds, resumed_from)
     rows = np.arange(carry.epoch.shape[0])
     last = np.maximum(np.asarray(carry.epoch) - 1, 0)
     return EpochInfo(int(np.max(carry.epoch)), np.asarray(carry.train_loss_history)[rows, last],
                      np.asarray(carry.holdout_mse_history)[rows, last], np.asarray(carry.best_mse),
-                     np.asarray(carry.since_update), seconds)
+                     np.asarray(carry.since_update), seconds, resumed_from)
 
 
 def _save_all(files, carry, keys, config, saved: list[int], many: bool) -> None:
@@ -151,11 +151,12 @@ def _drive(calls: chunks.EpochCalls, keys, transitions, config, files, many: boo
     if steps_per_call is None:
         steps_per_call = max(1, chunks.STEPS_PER_CALL // len(files))
     last_save, start = clock(), time.perf_counter()
+    resumed_from = int(np.max(np.asarray(carry.epoch)))
     try:
         while bool(calls.going(carry, config)):
             carry = chunks.run_epoch(calls, data, carry, config, steps_per_call)
             if on_epoch is not None:
-                on_epoch(_epoch_info(carry, many, time.perf_counter() - start))
+                on_epoch(_epoch_info(carry, many, time.perf_counter() - start, resumed_from))
             if clock() - last_save >= checkpoint_seconds:
                 _save_all(files, carry, keys, config, saved, many)
                 last_save = clock()
