@@ -16,7 +16,8 @@ jax.block_until_ready around every timed call):
      (the process's peak so far: seed counts run in the order given, so list them ascending).
   e  a whole CLI epoch, each part timed: jitted epoch, metrics to host, checkpoint save
      (checkpoint.save_pytree), one evaluate_policy batch on the real env; per-epoch total with the
-     CLI's schedule (fetch, checkpoint and eval once per eval_every epochs).
+     driver's own schedule (mopo.schedule: a fetch and at most one checkpoint per compiled chunk,
+     an evaluation at each epoch `evaluates_at` names).
   f  a straightforward baseline of the policy phase in the same run: SAC updates dispatched one
      jitted step at a time from Python, the rollout as h jitted one-step calls whose rows are
      concatenated onto the model buffer (a full copy each step); speedup = baseline time / ours.
@@ -50,6 +51,7 @@ from mopo_jax.buffer import ModelBuffer, buffer_add
 from mopo_jax.envs.catalog import ENVS as ENV_INFO
 from mopo_jax.envs.evaluate import evaluate_policy
 from mopo_jax.mopo.rollout import PENALTIES, make_rollout_fn
+from mopo_jax.mopo.schedule import chunk_sizes, evaluates_at
 from mopo_jax.sac.update import init_sac
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -195,8 +197,9 @@ def part_e(b: Bench) -> dict:
                 for name, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                     parts[name].append(dt)
         ckpt_bytes = os.path.getsize(checkpoint.msgpack_path(prefix))
-    every = cfg.eval_every
-    totals = [e + (f + c + v) / every for e, f, c, v in zip(*parts.values())]
+    every, chunks = cfg.eval_every, len(chunk_sizes(cfg))  # the driver's schedule, not a copy
+    evals = sum(evaluates_at(cfg, epoch) for epoch in range(1, cfg.epochs + 1))
+    totals = [e + ((f + c) * chunks + v * evals) / cfg.epochs for e, f, c, v in zip(*parts.values())]
     return {
         "epoch": record("jitted epoch (CLI chunk, 1 seed)", parts["epoch"], compile_s=compile_s,
                         work=cfg.steps_per_epoch, unit="SAC steps"),
@@ -205,7 +208,7 @@ def part_e(b: Bench) -> dict:
                              checkpoint_bytes=ckpt_bytes, note=f"{ckpt_bytes / 2**20:.1f} MiB"),
         "eval": record(f"evaluate_policy {cfg.eval_episodes} episode(s) of {env_id}", parts["eval"],
                        note="episode length depends on the (untrained) policy"),
-        "total": record(f"per epoch, CLI schedule (fetch+ckpt+eval every {every})", totals,
+        "total": record(f"per epoch, CLI schedule (fetch+ckpt per chunk, eval every {every})", totals,
                         work=cfg.steps_per_epoch, unit="SAC steps", eval_every=every),
     }
 

@@ -9,10 +9,12 @@ import statistics
 import time
 from pathlib import Path
 
+from mopo_jax.mopo.results import LAST_K  # the report's last-K window (numpy only, no JAX)
+from mopo_jax.run_layout import METRICS_FILE, RESULTS_FILE, holds_run  # the train command's own test
+
 STATE_FILE = "campaign.json"  # per run: state, child pid, attempts (start, end, exit code), publication
 LOG_FILE = "campaign.log"  # per run: the train command's output, appended
 RECENT_CHUNKS = 20  # the rate is the median over this many recent chunks
-LAST_K = 10  # the usual report: the mean of the evaluations of the last 10 epochs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,24 +148,18 @@ class Progress:
 
 def progress(run_dir: Path, total_epochs: int) -> Progress:
     """Read `run_dir`'s metrics.jsonl and results.json (plain JSON; fast, no JAX)."""
-    rows = policy_rows(read_rows(run_dir / "metrics.jsonl"))
+    rows = policy_rows(read_rows(run_dir / METRICS_FILE))
     epochs = {int(r["epoch"]) for r in rows}
     chunks = chunk_rates(rows)
     recent = [seconds / n for n, seconds in chunks[-RECENT_CHUNKS:] if n > 0]
     try:
-        results_epochs = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["epochs"]
+        results_epochs = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))["epochs"]
     except (OSError, ValueError, KeyError, TypeError):
         results_epochs = 0
     complete = epochs >= set(range(1, total_epochs + 1)) or (results_epochs or 0) >= total_epochs
     return Progress(max(epochs, default=0), complete,
                     statistics.median(recent) if recent else None,
                     sum(seconds for _, seconds in chunks), last_k_mean(rows))
-
-
-def holds_run(run_dir: Path) -> bool:
-    """Whether the train command would call `run_dir` a started run (so it needs --resume)."""
-    return any((run_dir / f).exists() for f in ("config.json", "metrics.jsonl", "results.json",
-                                                 "checkpoints", "policies"))
 
 
 def pid_alive(pid: int | None, needle: str = "mopo_jax.train") -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from campaign_lib import (LAST_K, Entry, duration, now_iso, pid_alive, progress, read_state,
                           write_state)
+from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE, POLICIES, RESULTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_S = 1800  # seconds the report may take
@@ -23,14 +24,14 @@ MANIFEST = "campaign.json"  # marks a folder as a campaign publication (older on
 
 def copy_run(run_dir: Path, dest: Path) -> None:
     """Copy a run's config.json, results.json, gzipped metrics.jsonl and best/final actors."""
-    (dest / "policies").mkdir(parents=True)
-    for name in ("config.json", "results.json"):
+    (dest / POLICIES).mkdir(parents=True)
+    for name in (CONFIG_FILE, RESULTS_FILE):
         shutil.copy2(run_dir / name, dest / name)
-    with open(run_dir / "metrics.jsonl", "rb") as src, gzip.open(dest / "metrics.jsonl.gz", "wb") as out:
+    with open(run_dir / METRICS_FILE, "rb") as src, gzip.open(dest / f"{METRICS_FILE}.gz", "wb") as out:
         shutil.copyfileobj(src, out)
-    for path in sorted((run_dir / "policies").glob("*")):
+    for path in sorted((run_dir / POLICIES).glob("*")):
         if re.search(r"-(best|final)\.(msgpack|json)$", path.name):
-            shutil.copy2(path, dest / "policies" / path.name)
+            shutil.copy2(path, dest / POLICIES / path.name)
 
 
 def _git(*args: str) -> str:
@@ -47,8 +48,8 @@ def _fmt(value, digits: int = 1) -> str:
 
 def _run_row(entry: Entry, run_dir: Path) -> str:
     """One README table row: the run, its config, scores and wall-clock."""
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    config = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    results = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))
     pid = results["policy_ids"][0]
     summary = results["policies"][pid]
     grid, prog = config.get("grid", {}), progress(run_dir, entry.epochs)
@@ -68,7 +69,7 @@ def _run_row(entry: Entry, run_dir: Path) -> str:
 def readme(group: str, done: list[tuple[Entry, Path]], total: int, out: Path, report_note: str,
            campaign_cmd: str) -> str:
     """README.md of a publication: runs, exact commands, commit, machine, wall-clock."""
-    configs = [json.loads((d / "config.json").read_text(encoding="utf-8")) for _, d in done]
+    configs = [json.loads((d / CONFIG_FILE).read_text(encoding="utf-8")) for _, d in done]
     dirty = " (the working tree had uncommitted changes)" if _git("status", "--porcelain") else ""
     run_commits = sorted({str(c.get("git_commit")) for c in configs})
     shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out

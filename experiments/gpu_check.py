@@ -41,6 +41,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from gpu import plan
 from gpu.jobs import GRACE_S, Job, read_json, run_progress, write_json
+from mopo_jax.run_layout import METRICS_FILE, RESULTS_FILE
 
 PROBE = ("import json, os, sys, jax, jaxlib; d = jax.devices(); print(json.dumps({'backend': "
          "jax.default_backend(), 'device_kind': d[0].device_kind, 'device_count': len(d), "
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
           f"work {work}; out {out_dir}", flush=True)
 
     def save() -> None:
-        if (work / "run" / "results.json").exists():
+        if (work / "run" / RESULTS_FILE).exists():
             state["run"] = run_progress(work / "run")
         state["benchmark"] = bench_summary(read_json(bench_file))
         state["elapsed_this_command_s"] = round(time.perf_counter() - t0, 1)
@@ -169,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out_dir / f"gpu-check-{name}.json", state)
         for src, dst in ((bench_file, bench_file.name),
                          (bench_file.with_suffix(".md"), bench_file.with_suffix(".md").name),
-                         (work / "run" / "results.json", "gpu-check-run-results.json"),
-                         (work / "run" / "metrics.jsonl", "gpu-check-run-metrics.jsonl")):
+                         (work / "run" / RESULTS_FILE, "gpu-check-run-results.json"),
+                         (work / "run" / METRICS_FILE, "gpu-check-run-metrics.jsonl")):
             if src.exists():
                 shutil.copyfile(src, out_dir / dst)
 

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # one test: every benchmark part end to end in a subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {
     "a": {"fit", "step"},

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # one test: the campaign script end to end in subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "campaign.py"
 TRAIN_FLAGS = ["--", "--tiny", "--checkpoint-minutes", "0.0001"]  # a checkpoint after every epoch

@@ -59,6 +59,7 @@ def check(tmp_path, monkeypatch):
     return main, calls, tmp_path / "out" / "gpu-check-cpu-test_dev.json"
 
 
+@pytest.mark.slow
 def test_a_stopped_check_continues_where_it_stopped(check):
     main, calls, summary = check
     start = time.perf_counter()
@@ -84,6 +85,7 @@ def test_a_failed_part_stops_the_run_and_is_reported(check):
     assert "policy" not in parts
 
 
+@pytest.mark.slow
 def test_job_is_interrupted_at_its_deadline(tmp_path):
     code = ("import time, pathlib\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
             f"    pathlib.Path({str(tmp_path / 'saved')!r}).write_text('ok')\n    raise SystemExit(130)")

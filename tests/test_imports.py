@@ -1,5 +1,6 @@
-"""The package's import graph: no circle, library code never imports the CLI, and no
-function-level imports of the project's own modules outside cli/ and the lazy package API.
+"""The package's import graph: no circle, library code never imports the CLI, no
+function-level imports of the project's own modules outside cli/ and the lazy package API; and
+one home per fact: each public top-level name is defined in one module of src (others import it).
 
     python tests/test_imports.py [SRC_DIR]     # prints files, arrows and circles of the graph
 """
@@ -10,6 +11,9 @@ import sys
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "mopo_jax"
 ENTRY_POINTS = {"mopo_jax.train", "mopo_jax.__main__"}  # shims that run a CLI by design
+# Names that several modules define on purpose: each CLI module's entry points and program name,
+# each module's logger, and each config's own inverse of config_dict.config_to_dict.
+CONVENTIONS = {"main", "parse", "build_parser", "PROG", "log", "config_from_dict"}
 
 
 def _module_name(root: pathlib.Path, path: pathlib.Path) -> str:
@@ -84,6 +88,25 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def public_definitions(root: pathlib.Path = SRC) -> dict[str, list[str]]:
+    """Public top-level name -> modules that define it (def, class or assignment; imports are not
+    definitions)."""
+    out: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            else:
+                names = []
+            for name in names:
+                if not name.startswith("_"):
+                    out.setdefault(name, []).append(_module_name(root, path))
+    return out
+
+
 def _is_cli(mod: str) -> bool:
     return mod.startswith("mopo_jax.cli")
 
@@ -111,6 +134,18 @@ def test_function_level_imports_only_in_cli_and_the_lazy_api():
     bad = [(m, t, line) for m, t, line in nested if not _is_cli(m) and m not in lazy_api
            and (m, t) not in jax_free_workers]
     assert bad == []
+
+
+def test_one_definition_per_public_name():
+    twice = {name: mods for name, mods in public_definitions().items()
+             if len(set(mods)) > 1 and name not in CONVENTIONS}
+    assert twice == {}
+
+
+def test_the_definition_check_can_fail(tmp_path):
+    (tmp_path / "a.py").write_text("X = 1\ndef f(): pass\n_private = 2\n")
+    (tmp_path / "b.py").write_text("from mopo_jax.a import X\nclass f: pass\n_private = 3\n")
+    assert public_definitions(tmp_path) == {"X": ["mopo_jax.a"], "f": ["mopo_jax.a", "mopo_jax.b"]}
 
 
 def test_the_checks_can_fail():

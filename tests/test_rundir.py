@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mopo_jax import checkpoint, rundir
+from mopo_jax.run_layout import RUN_FILES, holds_run
 from mopo_jax.rundir import RunDirError, RunLock
 
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -80,6 +81,39 @@ def test_torn_last_line_is_dropped_and_appends_continue_cleanly(tmp_path):
     with pytest.raises(ValueError, match="newline"):
         rundir.append_lines(path, ['{"a": 1}\n{"b": 2}\n'])
     assert len(rundir.read_jsonl(path)) == 3
+
+
+def test_rewind_keeps_the_records_up_to_the_checkpoint_and_only_the_writer_rewrites(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rundir.append_records(path, [{"epoch": e} for e in (1, 2, 3)])
+    with open(path, "a") as f:
+        f.write('{"epoch": 4, "ret')  # torn by a kill
+    before = path.read_bytes()
+    assert rundir.rewind_jsonl(path, lambda r: r["epoch"] <= 2, write=False) == [{"epoch": 1}, {"epoch": 2}]
+    assert path.read_bytes() == before  # a reader (another process of the run) never modifies it
+    assert rundir.rewind_jsonl(path, lambda r: r["epoch"] <= 2) == [{"epoch": 1}, {"epoch": 2}]
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    rundir.write_json(tmp_path / "results.json", {"b": [1], "a": None})
+    assert (tmp_path / "results.json").read_text() == json.dumps({"b": [1], "a": None}, indent=2)
+
+
+def test_resume_differences_name_each_differing_leaf():
+    saved = {"config": {"lr": 1, "epochs": 5, "sac": {"h": [2]}}, "grid": [1], "extra": 0}
+    wanted = {"config": {"lr": 2, "epochs": 9, "sac": {"h": [3], "new": 1}}, "grid": [1]}
+    assert rundir.resume_differences(saved, wanted, may_differ=("config.epochs",)) == [
+        "config.lr: saved 1, requested 2", "config.sac.h: saved [2], requested [3]",
+        "config.sac.new: saved None, requested 1"]
+    assert rundir.resume_differences(saved, {"grid": [1]}) == []  # only wanted's keys count
+
+
+def test_a_folder_holds_a_run_once_any_run_file_exists(tmp_path):
+    assert not holds_run(tmp_path / "absent") and not holds_run(tmp_path)
+    (tmp_path / ".lock").touch()  # a lock alone (a run refused before writing) is not a run
+    assert not holds_run(tmp_path)
+    for name in RUN_FILES:
+        (tmp_path / name).touch()
+        assert holds_run(tmp_path)
+        (tmp_path / name).unlink()
 
 
 def test_bad_middle_line_names_file_and_line(tmp_path):

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mopo_jax.run_layout import METRICS_FILE, RESULTS_FILE
+
 GRACE_S = 30.0  # after SIGINT, seconds a part gets to save its state before SIGKILL
 TICK_S = 30.0  # seconds between on_tick calls while waiting
 
@@ -100,10 +102,10 @@ class Job:
 
 def run_progress(run_dir: Path) -> dict:
     """What a train run directory shows so far: epochs, driver SAC steps/s and the scores."""
-    results = read_json(run_dir / "results.json") or {}
+    results = read_json(run_dir / RESULTS_FILE) or {}
     rows = []
     try:
-        with open(run_dir / "metrics.jsonl") as f:
+        with open(run_dir / METRICS_FILE) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError):
         pass

@@ -1,4 +1,4 @@
-"""The files of a training run directory: its lock, atomic text files, JSONL logs, checkpoint generations."""
+"""The file layer of run directories: lock, atomic text/JSON, JSONL logs, policies, checkpoint generations."""
 
 from __future__ import annotations
 
@@ -7,26 +7,24 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Self
 
-from mopo_jax import checkpoint
+from mopo_jax import checkpoint, generations
+from mopo_jax.generations import (checkpoint_metadata, has_checkpoint, load_checkpoint,
+                                  save_checkpoint)
+from mopo_jax.run_layout import CHECKPOINTS, LOCK_FILE, POLICIES, RunDirError
+from mopo_jax.sac import policy_io
+from mopo_jax.sac.config import SACConfig
+
+__all__ = ["RunDirError", "RunLock", "append_lines", "append_records", "checkpoint_metadata",
+           "clean_stale_temp_files", "has_checkpoint", "load_checkpoint", "read_jsonl",
+           "resume_differences", "rewind_jsonl", "save_checkpoint", "save_run_policy", "write_json",
+           "write_text_atomic"]
 
 log = logging.getLogger("mopo_jax")
-
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.msgpack"
-META_FILE = "meta.json"
-KEEP_GENERATIONS = 2
-_GENERATION = re.compile(r"^gen-(\d{8})$")
-_GENERATION_TMP = re.compile(r"^gen-\d{8}\.tmp-\d+$")
-
-
-class RunDirError(RuntimeError):
-    """A run directory is unusable; the message says what to do."""
 
 
 class RunLock:
@@ -38,7 +36,7 @@ class RunLock:
     def __init__(self, run_dir: str | Path):
         """Prepare (but do not take) the lock of `run_dir`."""
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / ".lock"
+        self.path = self.run_dir / LOCK_FILE
         self._fd: int | None = None
 
     def __enter__(self) -> Self:
@@ -48,7 +46,7 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         except OSError as err:
             raise RunDirError(f"cannot open the lock file {self.path} ({err}); check that the run "
-                              "directory is writable and that .lock is a plain file") from err
+                              f"directory is writable and that {LOCK_FILE} is a plain file") from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -179,107 +177,52 @@ def read_jsonl(path: str | Path, repair: bool = True) -> list[dict]:
     return records
 
 
-def _generations(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """[(number, folder)] of the complete generation folders, newest first."""
-    folder = Path(run_dir) / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), folder / m.group(0)) for m in map(_GENERATION.match, os.listdir(folder)) if m]
-    return sorted(found, reverse=True)
+def _json_lines(records: Iterable[dict]) -> list[str]:
+    return [json.dumps(r) + "\n" for r in records]
 
 
-def _remove_generation(folder: Path) -> None:
-    """Delete a generation: first renamed to a temp name (so a kill never leaves a half-deleted
-    gen-N), then removed."""
-    doomed = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    if os.path.lexists(doomed):
-        shutil.rmtree(doomed)
-    os.rename(folder, doomed)
-    shutil.rmtree(doomed)
+def append_records(path: str | Path, records: Iterable[dict]) -> None:
+    """`append_lines` of each record as one line of JSON (a JSONL log: metrics, evaluations)."""
+    append_lines(path, _json_lines(records))
 
 
-def save_checkpoint(run_dir: str | Path, tree: Any, metadata: dict) -> Path:
-    """Write one checkpoint generation of `tree` + JSON-serialisable `metadata` as one atomic unit.
-
-    A folder `<run_dir>/checkpoints/gen-<NNNNNNNN>.tmp-<pid>` gets state.msgpack and meta.json (the
-    metadata plus the msgpack's sha256, as `checkpoint.save_pytree` writes), both fsynced; the
-    folder is fsynced, renamed to `gen-<NNNNNNNN>` (N = newest + 1) and the parent fsynced. Only then
-    are generations beyond the newest KEEP_GENERATIONS deleted (a failure there is only logged), so
-    the previous good checkpoint survives until the new one is complete. Returns the new folder.
-    """
-    payload, meta = checkpoint.encode_pytree(tree, metadata)  # fails before anything is written
-    parent = Path(run_dir) / CHECKPOINTS
-    parent.mkdir(parents=True, exist_ok=True)
-    older = _generations(run_dir)
-    final = parent / f"gen-{(older[0][0] + 1 if older else 1):08d}"
-    tmp = parent / f"{final.name}.tmp-{os.getpid()}"
-    if os.path.lexists(tmp):  # left by a dead process that had our pid
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        checkpoint.write_new_file(tmp / STATE_FILE, payload)
-        checkpoint.write_new_file(tmp / META_FILE, meta)
-        checkpoint.fsync_dir(tmp)
-        os.rename(tmp, final)  # fails (rather than merging) if `final` appeared meanwhile
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    checkpoint.fsync_dir(parent)
-    for _, folder in older[KEEP_GENERATIONS - 1:]:
-        try:
-            _remove_generation(folder)
-        except OSError as err:  # the new generation is complete; a failed cleanup is not fatal
-            log.warning("could not delete the old checkpoint %s: %s", folder, err)
-    return final
+def write_json(path: str | Path, obj: Any) -> None:
+    """`write_text_atomic` of `obj` as JSON indented by 2 (config.json, results.json)."""
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
-def _newest_readable(run_dir: str | Path, read: Callable[[Path, dict, bytes], Any]) -> Any:
-    """`read(folder, full metadata, msgpack bytes)` of the newest generation it succeeds on (logging
-    a warning for each newer one skipped); None without generations; RunDirError if all fail."""
-    generations = _generations(run_dir)
-    problems = []
-    for _, folder in generations:
-        try:
-            meta = checkpoint.read_metadata_file(folder / META_FILE)
-            return read(folder, meta, (folder / STATE_FILE).read_bytes())
-        except (OSError, ValueError) as err:
-            problems.append(f"{folder.name}: {err}")
-            log.warning("checkpoint %s is unreadable (%s); trying an older generation", folder, err)
-    if generations:
-        raise RunDirError(f"no readable checkpoint in {Path(run_dir) / CHECKPOINTS} ("
-                          + "; ".join(problems) + "); delete that folder to start the run over, or "
-                          "use another run directory")
-    return None
+def rewind_jsonl(path: str | Path, keep: Callable[[dict], bool], write: bool = True) -> list[dict]:
+    """Cut a JSONL log back to a checkpoint on resume: the records `keep` accepts, in file order
+    (a torn last line dropped). With `write` (the run's writer) the file is rewritten atomically to
+    hold exactly them; without it (other processes of the run) the file is only read."""
+    records = [r for r in read_jsonl(path, repair=write) if keep(r)]
+    if write:
+        write_text_atomic(path, "".join(_json_lines(records)))
+    return records
 
 
-def load_checkpoint(run_dir: str | Path, template: Any) -> tuple[Any, dict] | None:
-    """(tree with numpy leaves, metadata) of the newest complete generation whose checksum verifies
-    and whose arrays match `template` (see `checkpoint.decode_pytree`).
+def resume_differences(saved: dict, wanted: dict, may_differ: Iterable[str] = ()) -> list[str]:
+    """Where a run's saved settings differ from those of the command resuming it: one
+    "dotted.path: saved X, requested Y" per differing leaf, keys sorted at each level. Only the
+    top-level keys of `wanted` are compared; paths in `may_differ` are never a difference."""
+    allowed, diffs = set(may_differ), []
 
-    A damaged newest generation is skipped with a warning on the 'mopo_jax' logger and an older one
-    used. None when there is no checkpoint; RunDirError naming each generation and its problem when
-    generations exist but none is readable.
-    """
-    def read(folder, meta, payload):
-        return checkpoint.decode_pytree(payload, meta, template, folder / STATE_FILE, folder / META_FILE)
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        elif a != b and path not in allowed:
+            diffs.append(f"{path}: saved {a!r}, requested {b!r}")
 
-    return _newest_readable(run_dir, read)
-
-
-def checkpoint_metadata(run_dir: str | Path) -> dict | None:
-    """The metadata of the generation `load_checkpoint` would pick (its checksum is verified, its
-    arrays are not decoded); None without generations, RunDirError when none is readable."""
-    def read(folder, meta, payload):
-        if not checkpoint.payload_matches(meta, payload):
-            raise ValueError(f"{folder / STATE_FILE} does not match the checksum in {META_FILE}")
-        return checkpoint.user_metadata(meta)
-
-    return _newest_readable(run_dir, read)
+    walk({k: saved.get(k) for k in wanted}, wanted, "")
+    return diffs
 
 
-def has_checkpoint(run_dir: str | Path) -> bool:
-    """Whether `<run_dir>/checkpoints` holds any complete generation folder (readable or not)."""
-    return bool(_generations(run_dir))
+def save_run_policy(run_dir: str | Path, name: str, actor_params: Any, sac_config: SACConfig,
+                metadata: dict) -> None:
+    """Write one actor (unstacked params) as `<run_dir>/policies/<name>.{msgpack,json}` with
+    `sac.policy_io.save_policy`, the one policy-file writer (`load_policy` reads it back)."""
+    policy_io.save_policy(Path(run_dir) / POLICIES / name, actor_params, sac_config, metadata)
 
 
 def clean_stale_temp_files(run_dir: str | Path, extra_dirs: Iterable[str | Path] = ()) -> int:
@@ -293,7 +236,7 @@ def clean_stale_temp_files(run_dir: str | Path, extra_dirs: Iterable[str | Path]
             continue
         for entry in os.scandir(folder):
             is_dir = entry.is_dir(follow_symlinks=False)
-            if is_dir and _GENERATION_TMP.match(entry.name):
+            if is_dir and generations.is_temporary(entry.name):
                 shutil.rmtree(entry.path)
             elif not is_dir and entry.name.endswith(".tmp"):
                 os.unlink(entry.path)

@@ -6,9 +6,12 @@ import numbers
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
-TRACKERS = ("none", "tensorboard", "wandb")
+from mopo_jax.run_layout import TENSORBOARD_DIR
+
+TrackerName = Literal["none", "tensorboard", "wandb"]  # the one list of tracker names
+TRACKERS: tuple[str, ...] = get_args(TrackerName)
 # Row fields that identify a row rather than measure anything: never logged as scalars.
 ID_FIELDS = frozenset({"epoch", "sac_steps", "policy", "seed", "seed_index", "penalty_coef",
                        "rollout_length", "dataset"})
@@ -67,7 +70,7 @@ class TensorBoardTracker:
         except ImportError as err:
             raise MissingExtra("the tensorboard tracker needs the tensorboard package: "
                                "pip install 'mopo_jax[tensorboard]'") from err
-        self.logdir = Path(run_dir) / "tensorboard"
+        self.logdir = Path(run_dir) / TENSORBOARD_DIR
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._event, self._summary = Event, Summary
         self._writer = EventFileWriter(str(self.logdir))
@@ -117,7 +120,7 @@ class WandbTracker:
         self._wandb.teardown()
 
 
-def make_tracker(kind: str, run_dir: str | os.PathLike, config: dict[str, Any], *,
+def make_tracker(kind: TrackerName, run_dir: str | os.PathLike, config: dict[str, Any], *,
                  wandb_mode: str = "offline", wandb_project: str = "mopo_jax") -> Tracker:
     """The tracker named `kind` (one of TRACKERS) for a run directory.
 

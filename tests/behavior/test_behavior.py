@@ -22,14 +22,15 @@ import pytest
 
 from mopo_jax import checkpoint, rundir
 from mopo_jax.behavior.artifacts import (HISTORY_FIELDS, export_policy, history_extras,
-                                         list_snapshots, load_history, load_policy, load_snapshot,
+                                         list_snapshots, load_history, load_snapshot,
                                          select_expert_step, select_medium_step)
-from mopo_jax.behavior.config import BehaviorConfig, config_to_dict, default_logdir, reset_seed
+from mopo_jax.behavior.config import BehaviorConfig, config_to_dict, default_behavior_logdir, reset_seed
 from mopo_jax.behavior.train import train_behavior
 from mopo_jax.cli.behavior import main
 from mopo_jax.envs.evaluate import evaluate_policy
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.policy import deterministic_action
+from mopo_jax.sac.policy_io import load_policy
 
 # eval_every is not a multiple of update_every (partial chunks); 80-step episodes give
 # time-limit truncations as well as falls.
@@ -173,8 +174,8 @@ def test_export_and_load_policy_round_trip(run, tmp_path, capsys):
     logdir = run[0]
     step = list_snapshots(logdir)[-1][0]
     meta = export_policy(logdir, step, tmp_path / "pol", "expert", {"note": "x"}, episodes=2, seed=5)
-    params, loaded = load_policy(tmp_path / "pol")
-    snap_params, _ = load_snapshot(logdir, step)
+    params, loaded, _ = load_policy(tmp_path / "pol")
+    snap_params = load_snapshot(logdir, step).params
     jax.tree.map(np.testing.assert_array_equal, params, snap_params)
     assert loaded == meta and loaded["note"] == "x" and loaded["level"] == "expert"
     assert loaded["env_id"] == "Hopper-v5" and loaded["step"] == step
@@ -188,7 +189,7 @@ def test_export_and_load_policy_round_trip(run, tmp_path, capsys):
     assert main(["export", "--logdir", str(logdir), "--level", "medium", "--out",
                           str(tmp_path / "med"), "--episodes", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == select_medium_step(logdir)
-    medium = load_policy(tmp_path / "med")[1]
+    medium = load_policy(tmp_path / "med").metadata
     assert medium["level"] == "medium" and medium["selection"]["fraction"] == pytest.approx(1 / 3)
     best = max(list_snapshots(logdir), key=lambda s: s[1])
     assert (medium["selection"]["best_step"], medium["selection"]["best_training_return"]) == best
@@ -224,11 +225,11 @@ def test_default_logdir_is_where_dataset_builds_look(monkeypatch, tmp_path):
     from mopo_jax.paths import BEHAVIOR_DIR_ENV_VAR
 
     monkeypatch.setenv(BEHAVIOR_DIR_ENV_VAR, str(tmp_path))
-    assert default_logdir(BehaviorConfig(env_id="Hopper-v5")) == tmp_path / "hopper"
+    assert default_behavior_logdir(BehaviorConfig(env_id="Hopper-v5")) == tmp_path / "hopper"
     cheetah = BehaviorConfig(env_id="HalfCheetah-v5", reward="halfcheetah-vel3")
-    assert default_logdir(cheetah) == tmp_path / OOD_DATASETS["halfcheetah-jump"].source_run
-    assert default_logdir(BehaviorConfig(env_id="Ant-v5")) == tmp_path / OOD_DATASETS["ant-angle"].source_run
-    assert default_logdir(BehaviorConfig(env_id="Walker2d-v5", seed=2)) == tmp_path / "walker2d-seed2"
+    assert default_behavior_logdir(cheetah) == tmp_path / OOD_DATASETS["halfcheetah-jump"].source_run
+    assert default_behavior_logdir(BehaviorConfig(env_id="Ant-v5")) == tmp_path / OOD_DATASETS["ant-angle"].source_run
+    assert default_behavior_logdir(BehaviorConfig(env_id="Walker2d-v5", seed=2)) == tmp_path / "walker2d-seed2"
 
 
 def test_history_records_step_extras(run):

@@ -1,5 +1,4 @@
-"""The train command end to end: run directories that never lose results, validation before any
-write, exact repeats from config.json, grids from the flags, clean logs (issue reproducers)."""
+"""The train command end to end: safe run dirs, validation before writes, exact repeats, grids, clean logs."""
 
 import json
 import os
@@ -80,6 +79,7 @@ def test_default_run_dirs_differ_by_config(data_dirs, tmp_path, monkeypatch):
     assert len({a, b, c, d}) == 4 and a.name.startswith("hopper-random-h5-lam1-seed0-")
 
 
+@pytest.mark.slow
 def test_running_the_same_command_again_continues_its_run(data_dirs, tmp_path, monkeypatch, capsys):
     """Reproducer: re-running the --tiny smoke test failed with 'already holds a run'."""
     monkeypatch.chdir(tmp_path)
@@ -135,6 +135,7 @@ def test_resume_of_a_finished_run_keeps_and_extends_results(finished, tmp_path):
     assert _rows(run_dir)[:2] == _rows(finished)
 
 
+@pytest.mark.slow
 def test_config_json_repeats_a_run_and_overwrite_replaces(finished, tmp_path):
     repeat = tmp_path / "repeat"
     assert main(["--config", str(finished / "config.json"), "--offline", "--no-progress",
@@ -144,6 +145,7 @@ def test_config_json_repeats_a_run_and_overwrite_replaces(finished, tmp_path):
     assert [r["epoch"] for r in _rows(repeat)] == [1]
 
 
+@pytest.mark.slow
 def test_grid_flags_train_every_policy(data_dirs, tmp_path):
     run_dir = tmp_path / "grid"
     assert main([*TINY, "--epochs", "1", "--num-seeds", "2", "--penalty-coef", "0.5", "1",
@@ -155,6 +157,7 @@ def test_grid_flags_train_every_policy(data_dirs, tmp_path):
         (0, 0.5, 5), (0, 1.0, 5), (1, 0.5, 5), (1, 1.0, 5)}
 
 
+@pytest.mark.slow
 def test_cli_log_lines_are_ours_with_timestamps(data_dirs, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="")
     proc = subprocess.run([sys.executable, "-m", "mopo_jax.train", *TINY, "--epochs", "1",

@@ -1,5 +1,4 @@
-"""The train command before its first policy epoch: a run folder that reads as a run during the
-dynamics fit, a model cache checked before the fit, and the progress line's numbers."""
+"""The train command before its first policy epoch: the run folder during the fit, the cache, progress."""
 
 import json
 
@@ -16,6 +15,7 @@ TINY = ["--dataset", "hopper-random", "--tiny", "--offline", "--epochs", "1", "-
         "--no-progress"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_in_its_fit_reads_as_a_run_and_continues(data_dirs, tmp_path, monkeypatch,
                                                                 capsys):
     """Reproducer: a run stopped during its dynamics fit left only `.lock`: `report` called the

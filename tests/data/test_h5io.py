@@ -62,6 +62,7 @@ def _structure(path) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_one_process_writes_minari_s_very_bytes_and_workers_the_same_objects(steps, tmp_path):
     _minari_write(tmp_path / "minari", steps)
     _ours(tmp_path / "ours", steps, 1)
@@ -87,7 +88,7 @@ def test_minari_loads_our_file_episode_for_episode(steps, data_dirs):
     dataset = minari.load_dataset("test/hopper/h5io-v0")
     episodes = list(dataset.iterate_episodes())
     assert len(episodes) == len(steps["episode_lengths"]) == dataset.total_episodes
-    for (i, seed, arrays), episode in zip(h5io.episode_slices(steps), episodes):
+    for (i, _seed, arrays), episode in zip(h5io.episode_slices(steps), episodes):
         assert episode.id == i
         for key, value in arrays.items():
             np.testing.assert_array_equal(getattr(episode, key), value)

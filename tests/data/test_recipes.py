@@ -117,15 +117,15 @@ def test_history_levels_from_a_behaviour_run(dirs):
 def test_shipped_policy_builds_its_dataset(name, tmp_path, monkeypatch):
     """Every policy shipped in the package loads, carries how it was made and what it scored, and
     builds its dataset offline with the right shapes and metadata."""
-    from mopo_jax.behavior.artifacts import load_policy
     from mopo_jax.data.recipes import find_policy
+    from mopo_jax.sac.policy_io import load_policy
 
     monkeypatch.delenv(POLICY_DIR_ENV_VAR, raising=False)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     monkeypatch.setenv("MOPO_JAX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MOPO_JAX_OFFLINE", "1")
     env, level = name.split("-", 1)
-    params, meta = load_policy(find_policy(env, level))
+    params, meta, _ = load_policy(find_policy(env, level))
     assert meta["level"] == level and meta["env_id"] == ENVS[env].env_id
     assert len(meta["returns"]) == meta["eval_episodes"] >= 10
     assert meta["return_mean"] == pytest.approx(np.mean(meta["returns"]))

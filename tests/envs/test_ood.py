@@ -279,7 +279,7 @@ def test_evaluate_policy_accepts_an_env_factory():
 def test_capped_velocity_behaviour_reward_from_the_simulator():
     """min(v_x, 3) − 0.1‖a‖² with v_x from rootx positions before/after each step."""
     from mopo_jax.behavior.config import BehaviorConfig
-    from mopo_jax.behavior.train import make_env as make_behavior_env
+    from mopo_jax.behavior.train import make_behavior_env
     from mopo_jax.envs.ood_env import CappedVelocityRewardWrapper
 
     env = make_behavior_env(BehaviorConfig(env_id="HalfCheetah-v5", reward="halfcheetah-vel3"),

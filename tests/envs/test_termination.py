@@ -30,6 +30,7 @@ def _real_transitions(env_id: str, num_steps: int, seed: int = 0):
     "env_id, min_terminations",
     [("Hopper-v5", 300), ("Walker2d-v5", 300), ("HalfCheetah-v5", 0), ("Ant-v5", 10)],
 )
+@pytest.mark.slow
 def test_rules_reproduce_env_terminated_flag(env_id, min_terminations):
     obs, act, next_obs, terminated = _real_transitions(env_id, 10_000)
     if env_id == "Ant-v5":  # MOPO's Ant layout: qpos[2:] (13) + qvel (14), no contact forces

@@ -139,6 +139,7 @@ def _assert_same_rows(one: list[dict], other: list[dict]) -> None:
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_run_on_two_devices_and_two_processes_equals_one_device(data_dirs, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
@@ -162,6 +163,7 @@ def test_run_on_two_devices_and_two_processes_equals_one_device(data_dirs, tmp_p
         p.name for p in (tmp_path / "dev1" / "policies").iterdir())
 
 
+@pytest.mark.slow
 def test_processes_started_with_different_flags_are_refused(data_dirs, tmp_path):
     """Reproducer: process 1 started with --penalty-coef 3 trained λ=3 under process 0's λ=1 label."""
     procs = _two_processes(tmp_path / "mixed", "--epochs", "1", second=("--penalty-coef", "3"))

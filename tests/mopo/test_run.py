@@ -12,7 +12,7 @@ from mopo_jax import rundir
 from mopo_jax.dynamics.fit import fit_many
 from mopo_jax.mopo.config import config_to_dict, tiny
 from mopo_jax.keys import policy_key
-from mopo_jax.mopo.grid import Grid, Policy, eval_seeds
+from mopo_jax.mopo.grid import Grid, GridPoint, eval_seeds
 from mopo_jax.mopo.run import RunSpec, TrainingDiverged, resume_mismatch, run
 from mopo_jax.mopo.train import make_train
 from mopo_jax.sac.policy import deterministic_action
@@ -58,6 +58,7 @@ def _models(models, seeds):
     return jax.tree.map(lambda x: x[jnp.asarray(seeds)], models)
 
 
+@pytest.mark.slow
 def test_grid_equals_single_runs(setup, tmp_path):
     data, models = setup
     grid = Grid((0, 1), (0.5, 2.0), (5,))
@@ -75,7 +76,7 @@ def test_grid_equals_single_runs(setup, tmp_path):
                 np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
     # Evaluation seeds depend on (seed, λ, h, epoch), not on the policy's position in the run;
     # each evaluation and the final one get their own start states.
-    policy = Policy(1, 1, 2.0, 5)
+    policy = GridPoint(1, 1, 2.0, 5)
     asked = [s[0].tolist() for s in single_eval.seeds]
     assert asked == [eval_seeds(policy, 1, 2).tolist(), eval_seeds(policy, 1, 4).tolist(),
                      eval_seeds(policy, CFG.final_eval_episodes, None).tolist()]
@@ -87,6 +88,7 @@ def test_grid_equals_single_runs(setup, tmp_path):
                                    - r["penalty_coef"] * r["rollout_penalty"], atol=2e-3)
 
 
+@pytest.mark.slow
 def test_single_run_matches_the_pure_loop(setup, tmp_path):
     data, models = setup
     run(_spec(tmp_path, "one", Grid((2,), (1.0,), (5,))), data, _models(models, [2]),
@@ -98,6 +100,7 @@ def test_single_run_matches_the_pure_loop(setup, tmp_path):
                                direct["critic_loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reproduce_the_uninterrupted_run(setup, tmp_path):
     data, models = setup
     grid = Grid((0,), (1.0, 3.0), (5,))
@@ -122,6 +125,7 @@ def test_kill_and_resume_reproduce_the_uninterrupted_run(setup, tmp_path):
     assert [e["epoch"] for e in extended["policies"]["h5-lam1-seed0"]["evaluations"]] == [2, 4, 6]
 
 
+@pytest.mark.slow
 def test_final_evaluation_on_fresh_states_and_final_only_mode(setup, tmp_path):
     data, models = setup
     grid = Grid((0,), (1.0,), (5,))
@@ -159,6 +163,7 @@ def test_resume_mismatch_names_only_the_differing_fields():
         "config.steps_per_epoch: saved 6, requested 7", "grid.penalty_coefs: saved [1.0], requested [2.0]"]
 
 
+@pytest.mark.slow
 def test_best_and_final_policies_load_as_the_training_actor(setup, tmp_path):
     data, models = setup
     run(_spec(tmp_path, "p", Grid((0,), (1.0,), (5,))), data, _models(models, [0]), evaluate=FakeEval())

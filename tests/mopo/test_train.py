@@ -71,6 +71,7 @@ def test_epoch_writes_the_model_buffer_in_place(setup):
     assert buffer_copies(plain)
 
 
+@pytest.mark.slow
 def test_penalty_coef_is_traced_state_one_compile_serves_a_grid(setup):
     """λ lives in the state: a vmapped grid over λ runs one compiled program and each λ's rewards
     are penalised with its own value."""
@@ -87,6 +88,7 @@ def test_penalty_coef_is_traced_state_one_compile_serves_a_grid(setup):
     assert m["rollout_reward"][2] < m["rollout_reward"][1] < m["rollout_reward"][0]
 
 
+@pytest.mark.slow
 def test_target_entropy_is_traced_state_and_matches_the_configured_value(setup):
     """SAC's target entropy lives in the state like λ: one compiled program serves a grid of
     targets, and each grid row equals a separate run whose config sets that target."""

@@ -87,3 +87,17 @@ def test_shipped_behaviour_policies_load(level):
     assert policy.metadata["level"] == level and policy.sac_config.hidden_sizes == (256, 256)
     action = policy(np.zeros((3, 11), np.float32))
     assert action.shape == (3, 3) and bool(jnp.all(jnp.abs(action) <= 1.0))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in shipped_policy_dir().glob("*.json")))
+def test_the_one_writer_reproduces_every_shipped_policy_byte_for_byte(name, tmp_path):
+    """save_policy (which export_policy uses) writes the shipped files' exact bytes back from what
+    load_policy reads: one file format for run policies and exported behaviour policies."""
+    shipped = shipped_policy_dir() / name
+    policy = load_policy(shipped)
+    reserved = ("sac", "obs_dim", "act_dim", "hidden_sizes")
+    meta = {k: v for k, v in policy.metadata.items() if k not in reserved}
+    written = save_policy(tmp_path / name, policy.params, policy.sac_config, meta)
+    assert written == policy.metadata
+    for suffix in (".json", ".msgpack"):
+        assert (tmp_path / f"{name}{suffix}").read_bytes() == shipped.with_suffix(suffix).read_bytes()

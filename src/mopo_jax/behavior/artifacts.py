@@ -7,15 +7,13 @@ import re
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mopo_jax import checkpoint
 from mopo_jax.envs.evaluate import evaluate_policy
 from mopo_jax.envs.extras import EXTRA_FIELDS, StepExtras, step_extras
+from mopo_jax.run_layout import HISTORY_FILE, SNAPSHOTS
 from mopo_jax.sac import policy_io
-from mopo_jax.sac.config import SACConfig
-from mopo_jax.sac.update import init_sac
 
 HISTORY_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminations",
                   "truncations")
@@ -51,13 +49,13 @@ def save_history(logdir: str | Path, history: dict, num_steps: int) -> None:
     """Write rows [0, num_steps) (via `cut_history`) to `<logdir>/history.npz` atomically
     (`checkpoint.atomic_write`: temp file + os.replace, mode 0o666 & ~umask)."""
     arrays = cut_history(history, num_steps)
-    checkpoint.atomic_write(Path(logdir) / "history.npz",
+    checkpoint.atomic_write(Path(logdir) / HISTORY_FILE,
                             lambda f: np.savez(f, num_steps=np.int64(num_steps), **arrays))
 
 
 def history_length(logdir: str | Path) -> int:
     """Number of transitions saved in `<logdir>/history.npz` (reads only that count)."""
-    with np.load(Path(logdir) / "history.npz", allow_pickle=False) as f:
+    with np.load(Path(logdir) / HISTORY_FILE, allow_pickle=False) as f:
         return int(f["num_steps"])
 
 
@@ -69,7 +67,7 @@ def load_history(logdir: str | Path, upto_step: int | None = None) -> dict:
     cut: at a resume, at the end of the run, or at upto_step). Episodes end where either is set.
     Plus, when the file has them, the OPTIONAL_FIELDS (the per-step extras; see `history_extras`).
     """
-    path = Path(logdir) / "history.npz"
+    path = Path(logdir) / HISTORY_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; is {logdir} a behaviour-training run?")
     with np.load(path, allow_pickle=False) as f:
@@ -98,11 +96,11 @@ def history_extras(history: dict) -> StepExtras:
 
 def snapshot_prefix(logdir: str | Path, step: int) -> Path:
     """`<logdir>/snapshots/step_<step>` (checkpoint prefix of the actor saved at that env step)."""
-    return Path(logdir) / "snapshots" / f"step_{step}"
+    return Path(logdir) / SNAPSHOTS / f"step_{step}"
 
 
 def _snapshot_metadata(logdir: str | Path) -> list[tuple[int, dict]]:
-    folder = Path(logdir) / "snapshots"
+    folder = Path(logdir) / SNAPSHOTS
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist; is {logdir} a behaviour-training run?")
     steps = sorted(int(m.group(1)) for m in map(_SNAPSHOT.match, os.listdir(folder)) if m)
@@ -156,52 +154,30 @@ def select_snapshot(logdir: str | Path, level: str, fraction: float = 1 / 3) -> 
         "fraction": fraction, **best_record}
 
 
-def _actor_template(obs_dim: int, act_dim: int, sac: SACConfig):
-    state = jax.eval_shape(lambda k: init_sac(k, obs_dim, act_dim, sac), jax.random.key(0))
-    return state.actor_params
-
-
-def _sac_config(d: dict) -> SACConfig:
-    return SACConfig(**dict(d, hidden_sizes=tuple(d["hidden_sizes"])))
-
-
-def load_snapshot(logdir: str | Path, step: int):
-    """(actor params as jnp arrays, snapshot metadata) of the snapshot at env step `step`."""
-    prefix = snapshot_prefix(logdir, step)
-    meta = checkpoint.load_metadata(prefix)
-    template = _actor_template(meta["obs_dim"], meta["act_dim"], _sac_config(meta["sac"]))
-    params, meta = checkpoint.load_pytree(prefix, template)
-    return jax.tree.map(jnp.asarray, params), meta
+def load_snapshot(logdir: str | Path, step: int) -> policy_io.Policy:
+    """The actor snapshot at env step `step` (`policy_io.load_policy`: params as jnp arrays, the
+    snapshot's metadata, its SACConfig)."""
+    return policy_io.load_policy(snapshot_prefix(logdir, step))
 
 
 def export_policy(logdir: str | Path, step: int, out_prefix: str | Path, level: str,
                   extra_metadata: dict | None = None, episodes: int = 10, seed: int = 0) -> dict:
-    """Ship the actor snapshot at `step` as `<out_prefix>.msgpack` + `.json`; returns the metadata.
+    """Ship the actor snapshot at `step` as `<out_prefix>.msgpack` + `.json` (written by
+    `policy_io.save_policy`, read back by `policy_io.load_policy`); returns the metadata.
 
     The returns are measured afresh: `episodes` deterministic episodes reset with seeds seed,
     seed+1, ... The JSON holds env_id, level, step, the training command, training wall time to
-    that step, training device, jax version, hidden sizes, obs/act dims and the returns.
+    that step, training device, jax version, the returns and `extra_metadata`, plus what
+    save_policy adds: the SACConfig ("sac"), hidden sizes and obs/act dims.
     """
-    params, snap = load_snapshot(logdir, step)
-    returns = evaluate_policy(params, snap["env_id"], episodes, seed=seed)
-    meta = {"env_id": snap["env_id"], "level": level, "step": int(step),
-            "training_command": snap["command"], "wall_seconds_to_step": snap["wall_seconds"],
-            "device": snap["device"], "jax_version": jax.__version__,
-            "training_jax_version": snap["jax_version"], "hidden_sizes": snap["sac"]["hidden_sizes"],
-            "obs_dim": snap["obs_dim"], "act_dim": snap["act_dim"], "sac": snap["sac"],
-            "training_seed": snap["seed"], "training_eval_return_mean": snap["eval_return_mean"],
-            "eval_episodes": episodes, "eval_seed": seed, "returns": returns.tolist(),
-            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
-            **(extra_metadata or {})}
-    checkpoint.save_pytree(out_prefix, params, meta)
-    return meta
-
-
-def load_policy(prefix: str | Path):
-    """(actor params as jnp arrays, metadata) of a policy written by `export_policy`.
-
-    Use with `mopo_jax.sac.deterministic_action(params, obs [B, o]) -> [B, a]` or `sample_action`;
-    `mopo_jax.sac.policy_io.load_policy` gives the same policy as a jitted callable.
-    """
-    policy = policy_io.load_policy(prefix)
-    return policy.params, policy.metadata
+    snap = load_snapshot(logdir, step)
+    info = snap.metadata
+    returns = evaluate_policy(snap.params, info["env_id"], episodes, seed=seed)
+    meta = {"env_id": info["env_id"], "level": level, "step": int(step),
+            "training_command": info["command"], "wall_seconds_to_step": info["wall_seconds"],
+            "device": info["device"], "jax_version": jax.__version__,
+            "training_jax_version": info["jax_version"], "training_seed": info["seed"],
+            "training_eval_return_mean": info["eval_return_mean"], "eval_episodes": episodes,
+            "eval_seed": seed, "returns": returns.tolist(), "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()), **(extra_metadata or {})}
+    return policy_io.save_policy(out_prefix, snap.params, snap.sac_config, meta)

@@ -1,16 +1,17 @@
-"""Configuration of an online SAC behaviour run, its seeds, default run directory and command line."""
+"""Configuration of an online SAC behaviour run, its seeds and its default run directory."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from mopo_jax import paths
+from mopo_jax.config_dict import config_to_dict  # noqa: F401 (re-exported with config_from_dict)
+from mopo_jax.envs.catalog import HALFCHEETAH_VEL3, env_family
 from mopo_jax.sac.config import SACConfig
 
 
-TRAINING_REWARDS = ("env", "halfcheetah-vel3")
+TRAINING_REWARDS = ("env", HALFCHEETAH_VEL3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,17 +25,17 @@ class BehaviorConfig:
     MuJoCo); evaluation always uses the env's own limit. The replay buffer holds all total_steps.
     """
 
-    env_id: str = "Hopper-v5"
-    total_steps: int = 1_000_000
+    env_id: str = "Hopper-v5"  # Gymnasium id
+    total_steps: int = 1_000_000  # env steps of the run (the replay buffer holds them all)
     start_steps: int = 10_000  # uniform-random actions for env steps [0, start_steps)
-    update_after: int | None = None
+    update_after: int | None = None  # env steps before the first SAC update (None: start_steps)
     update_every: int = 50  # env steps per chunk (host), then one jitted call for its updates
-    eval_every: int = 10_000
-    eval_episodes: int = 10
+    eval_every: int = 10_000  # env steps between evaluations (each saves an actor snapshot)
+    eval_episodes: int = 10  # episodes per evaluation (deterministic actions)
     sac: SACConfig = SACConfig()
-    seed: int = 0
-    max_episode_steps: int | None = None
-    reward: str = "env"  # "env", or "halfcheetah-vel3": the source task of halfcheetah-jump (mopo_jax.envs.ood)
+    seed: int = 0  # PRNG and env-reset seed of the run
+    max_episode_steps: int | None = None  # training-env time limit (None: the env's own)
+    reward: str = "env"  # one of TRAINING_REWARDS: "env", or HALFCHEETAH_VEL3, the source task of halfcheetah-jump (mopo_jax.envs.ood)
 
     def __post_init__(self):
         for name in ("total_steps", "update_every", "eval_every", "eval_episodes"):
@@ -53,13 +54,8 @@ class BehaviorConfig:
         return self.start_steps if self.update_after is None else self.update_after
 
 
-def config_to_dict(config: BehaviorConfig) -> dict:
-    """JSON-ready dict of a config (tuples become lists, as JSON reads them back)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
 def config_from_dict(d: dict) -> BehaviorConfig:
-    """Inverse of `config_to_dict`."""
+    """Inverse of `config_to_dict` (mopo_jax.config_dict)."""
     sac = dict(d["sac"], hidden_sizes=tuple(d["sac"]["hidden_sizes"]))
     return BehaviorConfig(**{**d, "sac": SACConfig(**sac)})
 
@@ -74,25 +70,13 @@ def eval_seed(config: BehaviorConfig) -> int:
     return 2**31 + 1000 * config.seed
 
 
-def default_logdir(config: BehaviorConfig) -> Path:
-    """Where the dataset builds look for this run: <behavior dir>/<env>[-vel3][-seed<s>], e.g.
-    ~/.cache/mopo_jax/behavior/hopper for Hopper-v5, seed 0 (see mopo_jax.data.recipes)."""
-    name = config.env_id.split("-v")[0].lower()
-    name += "-vel3" if config.reward == "halfcheetah-vel3" else ""
+def default_behavior_logdir(config: BehaviorConfig) -> Path:
+    """Where the dataset builds look for this run: <behavior dir>/<run>[-seed<s>], the run being
+    the env's family (`catalog.env_family`) or, for the capped-velocity reward (HalfCheetah only),
+    HALFCHEETAH_VEL3; e.g. ~/.cache/mopo_jax/behavior/hopper for Hopper-v5, seed 0 (see
+    mopo_jax.data.recipes)."""
+    if config.reward == HALFCHEETAH_VEL3:
+        name = HALFCHEETAH_VEL3
+    else:
+        name = env_family(config.env_id, known_only=False)
     return paths.behavior_run_dir(name + (f"-seed{config.seed}" if config.seed else ""))
-
-
-def training_command(config: BehaviorConfig, logdir: str | Path) -> str:
-    """The CLI command that (re)produces this run."""
-    cmd = (f"python -m mopo_jax.behavior --env {config.env_id} --steps {config.total_steps} "
-           f"--seed {config.seed} --start-steps {config.start_steps} --update-every "
-           f"{config.update_every} --eval-every {config.eval_every} --eval-episodes "
-           f"{config.eval_episodes} --hidden {','.join(map(str, config.sac.hidden_sizes))} "
-           f"--batch-size {config.sac.batch_size}")
-    if config.update_after is not None:
-        cmd += f" --update-after {config.update_after}"
-    if config.max_episode_steps is not None:
-        cmd += f" --max-episode-steps {config.max_episode_steps}"
-    if config.reward != "env":
-        cmd += f" --reward {config.reward}"
-    return cmd + f" --logdir {logdir}"

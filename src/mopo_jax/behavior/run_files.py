@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mopo_jax import checkpoint, rundir
 from mopo_jax.behavior.artifacts import list_snapshots, snapshot_prefix
 from mopo_jax.behavior.config import config_from_dict, config_to_dict
-
-LEGACY_CHECKPOINT = "checkpoint"  # prefix of the checkpoint pair written before generation folders
+from mopo_jax.run_layout import EVALS_FILE, LEGACY_CHECKPOINT
 
 
 def _legacy_metadata(logdir: Path) -> dict | None:
@@ -60,9 +58,7 @@ def save_state(logdir: str | Path, tree: Any, metadata: dict) -> None:
 def cut_back_to(logdir: str | Path, step: int) -> None:
     """Drop what was written after the checkpoint at env step `step`: later evals.jsonl rows (a torn
     last line too) and later actor snapshots (they will be redone)."""
-    evals = Path(logdir) / "evals.jsonl"
-    kept = [r for r in rundir.read_jsonl(evals) if r.get("step", step + 1) <= step]
-    rundir.write_text_atomic(evals, "".join(json.dumps(r) + "\n" for r in kept))
+    rundir.rewind_jsonl(Path(logdir) / EVALS_FILE, lambda r: r.get("step", step + 1) <= step)
     for s, _ in list_snapshots(logdir):
         if s > step:
             prefix = snapshot_prefix(logdir, s)
@@ -74,8 +70,7 @@ def cut_back_to(logdir: str | Path, step: int) -> None:
 def check_same_config(logdir: Path, saved: dict, config_dict: dict) -> None:
     """ValueError naming the differing fields when a run's saved config is not `config_dict`."""
     saved = config_to_dict(config_from_dict(saved["config"]))  # fields added since take their defaults
-    if saved != config_dict:
-        diff = ", ".join(f"{k}: {saved.get(k)!r} vs {v!r}" for k, v in config_dict.items()
-                         if saved.get(k) != v)
+    diffs = rundir.resume_differences(saved, config_dict)
+    if diffs:
         raise ValueError(f"--resume: {logdir} was started with a different configuration "
-                         f"(saved vs requested: {diff}); use a new --logdir.")
+                         f"({'; '.join(diffs)}); use a new --logdir.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -17,19 +16,21 @@ from mopo_jax import checkpoint, rundir
 from mopo_jax.behavior import run_files
 from mopo_jax.behavior.artifacts import (HISTORY_FIELDS, empty_history, load_history, save_history,
                                          snapshot_prefix)
-from mopo_jax.behavior.config import (BehaviorConfig, config_to_dict, eval_seed, reset_seed,
-                                      training_command)
+from mopo_jax.behavior.config import BehaviorConfig, config_to_dict, eval_seed, reset_seed
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, buffer_sample
+from mopo_jax.envs.catalog import HALFCHEETAH_VEL3
 from mopo_jax.envs.evaluate import evaluate_policy
 from mopo_jax.envs.extras import INFO_KEY, RecordStepExtras, position_dim
-from mopo_jax.envs.make import make_env as make_gym_env
+from mopo_jax.envs.make import make_env
+from mopo_jax.envs.ood import CHEETAH_MAX_VEL
 from mopo_jax.envs.ood_env import CappedVelocityRewardWrapper
+from mopo_jax.run_layout import CONFIG_FILE, EVALS_FILE, SNAPSHOTS
 from mopo_jax.sac.policy import sample_action
 from mopo_jax.sac.update import SACState, init_sac, make_sac_update
 from mopo_jax.types import Transitions
 
 
-def make_env(config: BehaviorConfig, for_eval: bool = False):
+def make_behavior_env(config: BehaviorConfig, for_eval: bool = False):
     """The training env (for_eval: with the env's own time limit), made by
     `mopo_jax.envs.make.make_env` (27-dim Ant observations) and recording each step's extras
     (`RecordStepExtras`: info["step_extras"], stored in the history), its reward replaced when
@@ -38,13 +39,12 @@ def make_env(config: BehaviorConfig, for_eval: bool = False):
 
     try:
         gym.spec(config.env_id)
-        env = make_gym_env(config.env_id,
-                           max_episode_steps=None if for_eval else config.max_episode_steps)
+        env = make_env(config.env_id, max_episode_steps=None if for_eval else config.max_episode_steps)
     except gym.error.Error as err:
         raise ValueError(f"unknown or unusable env id {config.env_id!r}: {err}") from err
     env = RecordStepExtras(env)
-    if config.reward == "halfcheetah-vel3":
-        env = CappedVelocityRewardWrapper(env, max_velocity=3.0)
+    if config.reward == HALFCHEETAH_VEL3:
+        env = CappedVelocityRewardWrapper(env, max_velocity=CHEETAH_MAX_VEL)
     space = env.action_space
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1
             and np.all(space.low == -1.0) and np.all(space.high == 1.0)):
@@ -147,7 +147,7 @@ def _resume(logdir: Path, state, buffer, history):
 
 
 def _start(config: BehaviorConfig, logdir: Path, resume: bool, obs_dim: int, act_dim: int,
-           pos_dim: int):
+           pos_dim: int, command: str | None):
     """(run metadata, state, buffer, history, step, episodes, wall seconds): fresh from config.seed,
     or restored from the run's checkpoint when `resume` (ValueError for a checkpoint without
     `resume`, or one saved with another config)."""
@@ -159,7 +159,7 @@ def _start(config: BehaviorConfig, logdir: Path, resume: bool, obs_dim: int, act
         if saved.get("obs_dim", obs_dim) != obs_dim:  # e.g. a 105-dim Ant run of earlier versions
             raise ValueError(f"--resume: {logdir} has {saved['obs_dim']}-dim observations, this "
                              f"version's {config.env_id} has {obs_dim}; use a new --logdir.")
-    meta = {"config": config_to_dict(config), "command": training_command(config, logdir),
+    meta = {"config": config_to_dict(config), "command": command,
             "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
                       f"{os.cpu_count()} host cores)",
             "jax_version": jax.__version__, "obs_dim": obs_dim, "act_dim": act_dim}
@@ -170,10 +170,10 @@ def _start(config: BehaviorConfig, logdir: Path, resume: bool, obs_dim: int, act
         state, buffer, step, episodes, wall = _resume(logdir, state, buffer, history)
     else:
         step, episodes, wall = 0, 0, 0.0
-        rundir.write_text_atomic(logdir / "evals.jsonl", "")
-        for stale in (logdir / "snapshots").glob("step_*"):  # of a run killed before its checkpoint
+        rundir.write_text_atomic(logdir / EVALS_FILE, "")
+        for stale in (logdir / SNAPSHOTS).glob("step_*"):  # of a run killed before its checkpoint
             stale.unlink()
-    rundir.write_text_atomic(logdir / "config.json", json.dumps(meta, indent=2))
+    rundir.write_json(logdir / CONFIG_FILE, meta)
     return meta, state, buffer, history, step, episodes, wall
 
 
@@ -182,7 +182,7 @@ def _write_eval_outputs(logdir: Path, meta: dict, state: BehaviorState, history:
     """At an evaluation: the evals.jsonl line `row`, the actor snapshot, history.npz and the
     checkpoint, in that order (so the checkpoint never runs ahead of the other files)."""
     step = row["step"]
-    rundir.append_lines(logdir / "evals.jsonl", [json.dumps(row) + "\n"])
+    rundir.append_records(logdir / EVALS_FILE, [row])
     checkpoint.save_pytree(snapshot_prefix(logdir, step), state.sac.actor_params, {
         **meta, "env_id": meta["config"]["env_id"], "step": step, "seed": meta["config"]["seed"],
         "sac": meta["config"]["sac"], "eval_return_mean": row["return_mean"],
@@ -195,8 +195,12 @@ def _write_eval_outputs(logdir: Path, meta: dict, state: BehaviorState, history:
 
 def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = False, *,
                    on_steps: Callable[[int, int], None] | None = None,
-                   on_eval: Callable[[dict], None] | None = None) -> dict:
+                   on_eval: Callable[[dict], None] | None = None,
+                   command: str | None = None) -> dict:
     """Train SAC online on `config.env_id`, writing into `logdir`; returns a summary dict.
+
+    command: the command line that started the run, as given (recorded in its metadata, snapshots
+    and exported policies); None when a program calls this directly.
 
     on_steps(step, total) is called after every collected chunk and on_eval(row) with every
     evaluation row (as written to evals.jsonl): progress display is the caller's.
@@ -220,21 +224,22 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
     holds a checkpoint.
     """
     logdir = Path(logdir)
-    env = make_env(config)
+    env = make_behavior_env(config)
     try:
         with rundir.RunLock(logdir):
-            rundir.clean_stale_temp_files(logdir, extra_dirs=("snapshots",))
+            rundir.clean_stale_temp_files(logdir, extra_dirs=(SNAPSHOTS,))
             return _train(config, logdir, resume, env, on_steps or (lambda *_: None),
-                          on_eval or (lambda _: None))
+                          on_eval or (lambda _: None), command)
     finally:
         env.close()
 
 
-def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on_eval) -> dict:
+def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on_eval,
+           command: str | None) -> dict:
     """The body of `train_behavior`, run holding the lock."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     meta, state, buffer, history, step, episodes, wall = _start(config, logdir, resume, obs_dim,
-                                                                act_dim, position_dim(env))
+                                                                act_dim, position_dim(env), command)
     act = jax.jit(make_act_fn(config))
     act_key = _root_keys(config)[2]
     chunk_impl, traces = make_chunk_fn(config), [0]
@@ -275,9 +280,9 @@ def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on
             continue
         info = {k: float(v) for k, v in jax.device_get(info).items()}
         steps_per_s = (step - interval_step) / (time.perf_counter() - interval_start)
-        returns = evaluate_policy(state.sac.actor_params, lambda: make_env(config, for_eval=True),
-                                  config.eval_episodes,
-                                  seed=eval_seed(config))
+        returns = evaluate_policy(state.sac.actor_params,
+                                  lambda: make_behavior_env(config, for_eval=True),
+                                  config.eval_episodes, seed=eval_seed(config))
         now = time.perf_counter()
         wall += now - segment_start
         segment_start = now

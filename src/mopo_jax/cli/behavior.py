@@ -2,62 +2,84 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Annotated, Literal
 
-from mopo_jax.cli.common import fail, setup_logging
-from mopo_jax.behavior.config import TRAINING_REWARDS, BehaviorConfig, default_logdir
-from mopo_jax.sac.config import SACConfig
+import tyro
+
+from mopo_jax.behavior.config import TRAINING_REWARDS, BehaviorConfig, default_behavior_logdir
+from mopo_jax.cli.common import command_line, fail, setup_logging
+
+PROG = "python -m mopo_jax.behavior"
 
 
-def _hidden(text: str) -> tuple[int, ...]:
+# Every BehaviorConfig field is a flag (these overrides change only how one is spelled or shown);
+# the flags are only parsed, and checked when `config` makes the BehaviorConfig.
+@dataclasses.dataclass(frozen=True)
+class BehaviorFlags(BehaviorConfig):
+    """Train a behaviour policy with online SAC into a run directory: evaluations, actor snapshots
+    and the whole transition history (what the medium, expert and out-of-distribution datasets are
+    built from). Ship a snapshot with `python -m mopo_jax.behavior export` (see its --help)."""
+
+    # Gymnasium id, e.g. Hopper-v5
+    env_id: Annotated[str, tyro.conf.arg(name="env")] = BehaviorConfig.env_id
+    total_steps: Annotated[int, tyro.conf.arg(name="steps")] = BehaviorConfig.total_steps  # env steps
+    # training reward: the env's, or halfcheetah-vel3 = min(v_x, 3) − 0.1|a|² (MOPO's behaviour task
+    # for the halfcheetah-jump data)
+    reward: Literal[TRAINING_REWARDS] = BehaviorConfig.reward
+    # run directory (default: where dataset builds look,
+    # ~/.cache/mopo_jax/behavior/<env>[-vel3][-seed<s>])
+    logdir: str | None = None
+    resume: bool = False  # continue the run in --logdir
+    progress: bool = True  # a progress bar and one line per evaluation
+    # the older spelling of --sac.hidden-sizes, comma-separated: 256,256
+    hidden: Annotated[str | None, tyro.conf.arg(metavar="W,W,...")] = None
+    batch_size: int | None = None  # the older spelling of --sac.batch-size
+
+    def __post_init__(self):
+        """Nothing to check yet (see the comment above the class)."""
+
+    def config(self) -> BehaviorConfig:
+        """The run's BehaviorConfig (ValueError names an invalid value)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(BehaviorConfig)}
+        sac = self.sac
+        if self.hidden is not None:
+            sac = dataclasses.replace(sac, hidden_sizes=_widths(self.hidden))
+        if self.batch_size is not None:
+            sac = dataclasses.replace(sac, batch_size=self.batch_size)
+        return BehaviorConfig(**values | {"sac": sac})
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    """Layer widths from "256,256"."""
     try:
         sizes = tuple(int(x) for x in text.split(","))
     except ValueError:
         sizes = ()
     if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes like 256,256, got {text!r}")
+        raise ValueError(f"--hidden: expected positive sizes like 256,256, got {text!r}")
     return sizes
 
 
-def _parsers():
-    d = BehaviorConfig()
-    train = argparse.ArgumentParser(prog="python -m mopo_jax.behavior", description=__doc__,
-                                    epilog="export: python -m mopo_jax.behavior export --help")
-    train.add_argument("--env", required=True, help="Gymnasium id, e.g. Hopper-v5")
-    train.add_argument("--steps", type=int, default=d.total_steps, help="env steps (1000000)")
-    train.add_argument("--logdir", help="run directory (default: where dataset builds look, "
-                       "~/.cache/mopo_jax/behavior/<env>[-vel3][-seed<s>])")
-    train.add_argument("--seed", type=int, default=d.seed)
-    train.add_argument("--resume", action="store_true", help="continue the run in --logdir")
-    train.add_argument("--eval-every", type=int, default=d.eval_every)
-    train.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    train.add_argument("--start-steps", type=int, default=d.start_steps, help="random-action steps")
-    train.add_argument("--update-after", type=int, help="first update step (default: start steps)")
-    train.add_argument("--update-every", type=int, default=d.update_every)
-    train.add_argument("--hidden", type=_hidden, default=d.sac.hidden_sizes, help="e.g. 256,256")
-    train.add_argument("--batch-size", type=int, default=d.sac.batch_size)
-    train.add_argument("--max-episode-steps", type=int, help="training-env time limit override")
-    train.add_argument("--reward", choices=TRAINING_REWARDS, default=d.reward,
-                       help="training reward: the env's, or halfcheetah-vel3 = min(v_x, 3) - 0.1|a|^2 "
-                            "(MOPO's behaviour task for the halfcheetah-jump data)")
-    train.add_argument("--no-progress", action="store_true")
-    export = argparse.ArgumentParser(prog="python -m mopo_jax.behavior export",
-                                     description="Ship a snapshot of a run as a small policy file.")
-    export.add_argument("--logdir", required=True)
-    export.add_argument("--level", required=True, choices=["medium", "expert"],
-                        help="expert: best snapshot; medium: first reaching --fraction of the best")
-    export.add_argument("--out", required=True, help="output prefix (.msgpack and .json)")
-    export.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
-    export.add_argument("--seed", type=int, default=0, help="first evaluation reset seed")
-    export.add_argument("--fraction", type=float, default=1 / 3,
-                        help="medium: the share of the best return to reach, in (0, 1] (default 1/3)")
-    return train, export
+@dataclasses.dataclass(frozen=True)
+class ExportFlags:
+    """Ship a snapshot of a behaviour run as a small policy file (PREFIX.msgpack and PREFIX.json),
+    with its returns measured afresh."""
+
+    logdir: str  # the behaviour run directory
+    # expert: the best snapshot; medium: the first reaching --fraction of the best
+    level: Literal["medium", "expert"]
+    out: str  # output prefix (.msgpack and .json)
+    episodes: int = 10  # evaluation episodes
+    seed: int = 0  # first evaluation reset seed
+    fraction: float = 1 / 3  # medium: the share of the best return to reach, in (0, 1]
 
 
-def _train_with_progress(train_behavior, config, logdir, resume: bool, show: bool) -> dict:
+def _train_with_progress(train_behavior, config, logdir, resume: bool, show: bool,
+                         command: str) -> dict:
     """`train_behavior` with a tqdm bar and one printed line per evaluation (unless not `show`)."""
     from tqdm import tqdm
 
@@ -75,51 +97,70 @@ def _train_with_progress(train_behavior, config, logdir, resume: bool, show: boo
                           f"steps/s  alpha {row['alpha']:.3f}")
 
     try:
-        return train_behavior(config, logdir, resume=resume, on_steps=on_steps, on_eval=on_eval)
+        return train_behavior(config, logdir, resume=resume, on_steps=on_steps, on_eval=on_eval,
+                              command=command)
     finally:
         for bar in bars:
             bar.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (train, or `export`); returns the exit code."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    train_parser, export_parser = _parsers()
-    if argv[:1] == ["export"]:
-        export_parser.parse_args(argv[1:])  # --help and usage errors before the heavy imports
-    else:
-        train_parser.parse_args(argv)
+def _train(flags: BehaviorFlags, command: str) -> int:
+    """Train (or resume) a run; prints its summary; returns the exit code."""
     setup_logging()
-    from mopo_jax.behavior.artifacts import export_policy, select_snapshot
     from mopo_jax.behavior.train import train_behavior
     from mopo_jax.rundir import RunDirError
 
     try:
-        if argv[:1] == ["export"]:
-            args = export_parser.parse_args(argv[1:])
-            if not Path(args.logdir).is_dir():
-                raise FileNotFoundError(f"--logdir {args.logdir} does not exist")
-            if args.episodes < 1:
-                raise ValueError("--episodes must be positive")
-            if not 0 < args.fraction <= 1:
-                raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
-            step, selection = select_snapshot(args.logdir, args.level, args.fraction)
-            meta = export_policy(args.logdir, step, args.out, args.level, {"selection": selection},
-                                 episodes=args.episodes, seed=args.seed)
-            print(json.dumps({k: meta[k] for k in ("env_id", "level", "step", "return_mean",
-                                                   "return_std")}))
-            return 0
-        args = train_parser.parse_args(argv)
-        config = BehaviorConfig(
-            env_id=args.env, total_steps=args.steps, start_steps=args.start_steps,
-            update_after=args.update_after, update_every=args.update_every,
-            eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
-            sac=SACConfig(hidden_sizes=args.hidden, batch_size=args.batch_size),
-            max_episode_steps=args.max_episode_steps, reward=args.reward)
-        logdir = args.logdir or default_logdir(config)
-        summary = _train_with_progress(train_behavior, config, logdir, args.resume,
-                                       show=not args.no_progress)
+        config = flags.config()
+        logdir = flags.logdir or default_behavior_logdir(config)
+        summary = _train_with_progress(train_behavior, config, logdir, flags.resume,
+                                       show=flags.progress, command=command)
     except (ValueError, FileNotFoundError, RunDirError) as err:
         return fail(err)
     print(json.dumps(summary))
     return 0
+
+
+def _export(flags: ExportFlags) -> int:
+    """Select the level's snapshot, measure it and write the policy file; returns the exit code."""
+    setup_logging()
+    from mopo_jax.behavior.artifacts import export_policy, select_snapshot
+    from mopo_jax.rundir import RunDirError
+
+    try:
+        if not Path(flags.logdir).is_dir():
+            raise FileNotFoundError(f"--logdir {flags.logdir} does not exist")
+        if flags.episodes < 1:
+            raise ValueError("--episodes must be positive")
+        if not 0 < flags.fraction <= 1:
+            raise ValueError(f"--fraction must be in (0, 1], got {flags.fraction}")
+        step, selection = select_snapshot(flags.logdir, flags.level, flags.fraction)
+        meta = export_policy(flags.logdir, step, flags.out, flags.level, {"selection": selection},
+                             episodes=flags.episodes, seed=flags.seed)
+    except (ValueError, FileNotFoundError, RunDirError) as err:
+        return fail(err)
+    print(json.dumps({k: meta[k] for k in ("env_id", "level", "step", "return_mean", "return_std")}))
+    return 0
+
+
+def parse(argv: list[str]) -> BehaviorFlags | ExportFlags:
+    """The flags of a behavior command line: ExportFlags after `export`, else BehaviorFlags
+    (SystemExit for a usage error or --help)."""
+    if argv[:1] == ["export"]:
+        return tyro.cli(ExportFlags, args=argv[1:], prog=f"{PROG} export")
+    required_env = BehaviorFlags(env_id=tyro.MISSING)  # --env has no default
+    return tyro.cli(BehaviorFlags, args=argv, prog=PROG, default=required_env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (train, or `export`); returns the exit code. A run records this command
+    line as given (`command_line`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    flags = parse(argv)
+    if isinstance(flags, ExportFlags):
+        return _export(flags)
+    return _train(flags, command_line(PROG, argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,13 +1,24 @@
-"""Shared CLI plumbing: logging set-up for the `mopo_jax` logger and clean exits on errors and interrupts."""
+"""Shared CLI plumbing: the `mopo_jax` logger's set-up, recorded command lines, clean exits on errors."""
 
 from __future__ import annotations
 
 import errno
 import contextlib
 import logging
+import shlex
 import signal
 import sys
 import threading
+from typing import Annotated
+
+import tyro
+
+from mopo_jax.envs.catalog import dataset_names
+
+# The --dataset flag of the data and dynamics commands (train's comes from TrainConfig.dataset).
+DatasetName = Annotated[str, tyro.conf.arg(
+    metavar="NAME", help=f"one of: {', '.join(dataset_names())}; Minari ids (mujoco/hopper/medium-v0) "
+    "and D4RL names (hopper-medium-v2) work too")]
 
 
 class _Formatter(logging.Formatter):
@@ -29,6 +40,12 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler._mopo_jax = True
         logger.addHandler(handler)
     logger.propagate = False
+
+
+def command_line(prog: str, argv: list[str]) -> str:
+    """The command as started: `prog` (e.g. "python -m mopo_jax.train") and the arguments as
+    given, shell-quoted; never sys.argv[0] (with -m, an absolute path to the module file)."""
+    return " ".join([prog, *map(shlex.quote, argv)])
 
 
 def fail(err: BaseException, code: int = 2) -> int:

@@ -2,75 +2,94 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import functools
 import sys
 import time
 
-from mopo_jax.cli.common import fail, interrupted, setup_logging, sigterm_as_interrupt
-from mopo_jax.envs.catalog import dataset_names
+import tyro
+
+from mopo_jax.cli.common import DatasetName, fail, interrupted, setup_logging, sigterm_as_interrupt
+from mopo_jax.dynamics.config import DynamicsConfig
+
+PROG = "python -m mopo_jax.dynamics"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The flags of `python -m mopo_jax.dynamics`."""
-    parser = argparse.ArgumentParser(prog="python -m mopo_jax.dynamics", description=__doc__)
-    parser.add_argument("--dataset", required=True, help=f"one of: {', '.join(dataset_names())}")
-    parser.add_argument("--num-steps", type=int, default=None,
-                        help="use only the first N transitions of the dataset (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="PRNG seed of the fit (default: 0)")
-    parser.add_argument("--out", default=None,
-                        help="checkpoint prefix; writes PREFIX.msgpack and PREFIX.json (default: the "
-                             "model cache that `python -m mopo_jax.train` reads for this dataset, "
-                             "size, seed and config). While fitting, the fit's state is kept in "
-                             "PREFIX.partial.*: after Ctrl-C, the same command continues it")
-    parser.add_argument("--max-epochs", type=int, default=None,
-                        help="cap on training epochs (default: none, early stopping decides)")
-    parser.add_argument("--offline", action="store_true", help="never try a dataset download")
-    return parser
+@dataclasses.dataclass(frozen=True)
+class DynamicsFlags:
+    """Fit the MOPO dynamics ensemble on a dataset and save it. By default it goes into the model
+    cache, where `python -m mopo_jax.train` finds it when run on the same data (its --dataset-steps
+    is --num-steps here) with the same --seed and --dynamics.* flags."""
+
+    dataset: DatasetName
+    num_steps: int | None = None  # use only the first N transitions of the dataset (None: all)
+    seed: int = 0  # PRNG seed of the fit
+    # checkpoint prefix: writes PREFIX.msgpack and PREFIX.json (default: the model cache entry
+    # that the train command reads for this dataset, size, seed and config). While fitting, the
+    # fit's state is kept in PREFIX.partial.*: after Ctrl-C, the same command continues it.
+    out: str | None = None
+    offline: bool = False  # never try a dataset download
+    max_epochs: int | None = None  # the older spelling of --dynamics.max-epochs (this one wins)
+    dynamics: DynamicsConfig = DynamicsConfig()  # the ensemble and its fit, spelled as in train
+
+    def config(self) -> DynamicsConfig:
+        """The DynamicsConfig of the fit (ValueError names an invalid value)."""
+        if self.max_epochs is None:
+            return self.dynamics
+        return dataclasses.replace(self.dynamics, max_epochs=self.max_epochs)
+
+
+def parse(argv: list[str] | None) -> DynamicsFlags:
+    """The flags of a dynamics command line (SystemExit for a usage error or --help)."""
+    return tyro.cli(DynamicsFlags, args=argv, prog=PROG)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2: a user error; 130: interrupted, the fit saved)."""
-    args = build_parser().parse_args(argv)
+    flags = parse(argv)
     setup_logging()
     with sigterm_as_interrupt():
         try:
-            return _run(args)
+            return _run(flags)
         except KeyboardInterrupt as err:
             return interrupted(err)
 
 
-def _run(args: argparse.Namespace) -> int:
+def out_prefix(flags: DynamicsFlags, dataset_info, num_rows: int):
+    """Where the fit is saved: --out, or the model cache entry train looks for (its cache key)."""
+    from mopo_jax.dynamics import io
+
+    return flags.out or io.cache_prefix(dataset_info, num_rows, flags.seed, flags.config())
+
+
+def _run(flags: DynamicsFlags) -> int:
     """Load the data, fit (resuming a saved partial fit), save, print a summary; the exit code."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
-    from mopo_jax import checkpoint
     from mopo_jax.data.flat import check_env_dims
     from mopo_jax.data.load import DatasetError, load_dataset
     from mopo_jax.dynamics import io, resumable
-    from mopo_jax.dynamics.config import DynamicsConfig
     from mopo_jax.dynamics.fit import FitFailed
     from mopo_jax.keys import dynamics_key
 
     try:
-        config = DynamicsConfig(max_epochs=args.max_epochs)
-        if args.out:
-            io.check_writable(args.out)
-        dataset = load_dataset(args.dataset, num_steps=args.num_steps,
-                               allow_download=False if args.offline else None)
+        config = flags.config()
+        if flags.out:
+            io.check_writable(flags.out)
+        dataset = load_dataset(flags.dataset, num_steps=flags.num_steps,
+                               allow_download=False if flags.offline else None)
         check_env_dims(dataset, dataset.info)  # before the fit
         transitions = jax.tree.map(jnp.asarray, dataset.transitions())
-        out = args.out or io.cache_prefix(dataset.info, dataset.size, args.seed, config)
+        out = out_prefix(flags, dataset.info, dataset.size)
         print(f"fitting {config.num_members} members on {dataset.size} transitions of "
               f"{dataset.info.name} (obs {transitions.observations.shape[1]}, act "
               f"{transitions.actions.shape[1]})", flush=True)
         start = time.perf_counter()
         state = resumable.FitStateFile(
             resumable.partial_prefix(out),
-            io.cache_key(dataset.info, dataset.size, args.seed, config), args.seed)
-        model, report = resumable.fit_resumable(dynamics_key(args.seed), transitions, config,
+            io.cache_key(dataset.info, dataset.size, flags.seed, config), flags.seed)
+        model, report = resumable.fit_resumable(dynamics_key(flags.seed), transitions, config,
                                                 state, on_epoch=functools.partial(
                                                     io.log_epoch, patience=config.patience))
         jax.block_until_ready(model)
@@ -80,6 +99,16 @@ def _run(args: argparse.Namespace) -> int:
         resumable.remove_state(state.prefix)
     except (ValueError, DatasetError, FitFailed, OSError) as err:
         return fail(err)
+    _print_summary(report, wall, out, dataset.info.name)
+    return 0
+
+
+def _print_summary(report, wall: float, out, dataset_name: str) -> None:
+    """The fit's outcome, where it was saved, and the train command that uses it."""
+    import numpy as np
+
+    from mopo_jax import checkpoint
+
     np.set_printoptions(precision=3, suppress=False, linewidth=120)
     print(f"epochs run:                {int(report.epochs)}")
     print(f"holdout MSE per member:    {np.asarray(report.holdout_mse)}")
@@ -89,8 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wall time:                 {wall:.1f} s (including compilation)")
     print(f"saved:                     {checkpoint.msgpack_path(out)}, {checkpoint.json_path(out)}")
     print("use it with:               python -m mopo_jax.train --dataset "
-          f"{dataset.info.name} --dynamics-path {out}")
-    return 0
+          f"{dataset_name} --dynamics-path {out}")
 
 
 if __name__ == "__main__":

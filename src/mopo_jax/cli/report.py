@@ -2,37 +2,53 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
+from typing import Annotated
+
+import tyro
+from tyro.constructors import PrimitiveConstructorSpec
 
 from mopo_jax.cli.common import fail, setup_logging
-from mopo_jax.report import report
-from mopo_jax.rundir import RunDirError
+
+PROG = "python -m mopo_jax.report"
+# One or more positional directories (a plain tuple positional would accept none).
+RunDirs = Annotated[tuple[str, ...], tyro.conf.Positional, PrimitiveConstructorSpec(
+    nargs="+", metavar="RUN_DIR [RUN_DIR ...]", instance_from_str=tuple,
+    is_instance=lambda x: isinstance(x, tuple), str_from_instance=list)]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The flags of `python -m mopo_jax.report`."""
-    parser = argparse.ArgumentParser(prog="python -m mopo_jax.report", description=__doc__)
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="training run directories (their policies are pooled per dataset, h, λ)")
-    parser.add_argument("--out", default=None,
-                        help="folder for report.md and the PNGs (default: the first RUN_DIR)")
-    parser.add_argument("--no-plots", action="store_true", help="write only the table")
-    return parser
+@dataclasses.dataclass(frozen=True)
+class ReportFlags:
+    """The results table (stdout and report.md) and learning curves (PNGs) of training run
+    directories."""
+
+    # training run directories (their policies are pooled per dataset, h, λ)
+    run_dirs: RunDirs
+    out: str | None = None  # folder for report.md and the PNGs (default: the first RUN_DIR)
+    plots: bool = True  # draw the PNGs (--no-plots: write only the table)
+
+
+def parse(argv: list[str] | None) -> ReportFlags:
+    """The flags of a report command line (SystemExit for a usage error or --help)."""
+    return tyro.cli(ReportFlags, args=argv, prog=PROG)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; prints the table and returns the exit code (2 for unusable run directories)."""
-    args = build_parser().parse_args(argv)
+    flags = parse(argv)
     setup_logging()
+    from mopo_jax.report import report  # imports JAX: after the flags are valid
+    from mopo_jax.rundir import RunDirError
+
     try:
-        result = report(args.run_dirs, args.out, plots=not args.no_plots)
+        result = report(list(flags.run_dirs), flags.out, plots=flags.plots)
     except (RunDirError, ValueError, OSError) as err:
         return fail(err)
     print(result["table"])
     print()
     print(result["notes"])
-    if result["plots_skipped"] and not args.no_plots:
+    if result["plots_skipped"] and flags.plots:
         print(f"plots skipped: {result['plots_skipped']}", file=sys.stderr)
     for path in result["plots"]:
         print(f"wrote {path}")

@@ -1,5 +1,4 @@
-"""The train command's checks before any work: run-directory reuse and resume identity, memory,
-and agreement between the processes of a multi-process run."""
+"""The train command's checks before any work: run-dir reuse, resume identity, memory, process agreement."""
 
 from __future__ import annotations
 
@@ -17,10 +16,8 @@ from mopo_jax.mopo.config import TrainConfig, config_to_dict
 from mopo_jax.mopo.grid import Grid
 from mopo_jax.mopo.run import resume_mismatch
 from mopo_jax.mopo.train import memory_estimate
+from mopo_jax.run_layout import CONFIG_FILE, RUN_FILES, holds_run
 from mopo_jax.sharding import processes_differing
-
-RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "checkpoints", "policies",
-             "tensorboard", "wandb", "report.md")
 
 
 # RunOptions fields that decide what a run trains on: recorded in config.json, and a --resume
@@ -39,11 +36,6 @@ def default_logdir(config: TrainConfig, grid: Grid, options: RunOptions) -> Path
     part = lambda name, xs: f"{name}{xs[0]:g}" if len(xs) == 1 else f"{name}x{len(xs)}"  # noqa: E731
     return paths.default_run_dir(f"{config.dataset}-{part('h', grid.rollout_lengths)}-"
                                  f"{part('lam', grid.penalty_coefs)}-{part('seed', grid.seeds)}-{tag}")
-
-
-def holds_run(run_dir: Path) -> bool:
-    """Whether `run_dir` holds (part of) a training run."""
-    return run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
 
 
 def _option_mismatch(saved: dict, options: RunOptions) -> list[str]:
@@ -74,7 +66,7 @@ def check_run_dir(run_dir: Path, options: RunOptions, config: TrainConfig, grid:
     if not holds_run(run_dir):
         return None
     if options.resume:
-        saved_path = run_dir / "config.json"
+        saved_path = run_dir / CONFIG_FILE
         try:
             saved = json.loads(saved_path.read_text())
         except (OSError, ValueError) as err:

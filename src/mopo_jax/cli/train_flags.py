@@ -1,22 +1,18 @@
-"""The train command's flags, generated from the TrainConfig dataclass (tyro), with presets as defaults."""
+"""The train command's flags: TrainConfig's and RunOptions' fields, parsed by tyro, presets as defaults."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
-import re
-import typing
 from pathlib import Path
-from typing import Annotated
 
 import tyro
 
 from mopo_jax.mopo.config import TrainConfig, config_from_dict, field_type_problems, preset, tiny
+from mopo_jax.tracking import TRACKERS, TrackerName
 
-GRID_FIELDS = {"penalty_coef": float, "rollout_length": int}  # TrainConfig scalars a run may sweep
-TRACKERS = ("none", "tensorboard", "wandb")
+GRID_FIELDS = ("penalty_coef", "rollout_length")  # TrainConfig scalars a run may sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +33,7 @@ class RunOptions:
     offline: bool = False  # never try a dataset download
     download_timeout: float = 60.0  # seconds before a Minari download attempt is abandoned
     checkpoint_minutes: float = 10.0  # wall-clock minutes between checkpoints (and one at the end)
-    track: str = "none"  # also log to: none, tensorboard, wandb (offline)
+    track: TrackerName = "none"  # also log to this tracker (wandb: offline files, no account)
     progress: bool = True  # print one line per evaluation
     coordinator: str | None = None  # host:port of process 0: run as one of --num-processes (jax.distributed)
     num_processes: int = 1  # processes of a multi-process run (each starts this command)
@@ -68,6 +64,25 @@ class RunOptions:
             raise ValueError("invalid options: " + "; ".join(problems))
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainFlags(RunOptions, TrainConfig):
+    """Every flag of the train command: TrainConfig's fields (`--epochs`, `--sac.actor-lr`,
+    `--dynamics.num-members`) and RunOptions' (`--num-seeds`). Only parsed, never used as a
+    TrainConfig: penalty_coef and rollout_length hold one or more values (a grid), and values are
+    checked when `parse` makes the TrainConfig and RunOptions from them."""
+
+    rollout_length: tuple[int, ...] = ()
+    """model rollout horizon h, one or more values (a grid; default: the dataset's preset)"""
+    penalty_coef: tuple[float, ...] = ()
+    """uncertainty penalty λ: r̃ = r − λ·u(s, a), one or more values (a grid; default: the preset)"""
+
+    def __post_init__(self):
+        """Nothing to check yet (see the class docstring)."""
+
+
+PROG = "python -m mopo_jax.train"
+DESCRIPTION = ("Train MOPO: dataset -> dynamics ensemble -> SAC policies (a grid of seeds x penalty "
+               "coefficients x rollout lengths), with evaluation, checkpoints and resume.")
 TINY_DATASET_STEPS = 2000
 # RunOptions that --config takes from the saved run (what it trained on), as the other defaults.
 SAVED_OPTIONS = ("seed", "num_seeds", "shared_model", "dataset_steps")
@@ -99,41 +114,14 @@ def _defaults(argv: list[str]) -> tuple[TrainConfig, dict]:
     return config, saved
 
 
-def _field_help(cls) -> dict[str, str]:
-    """Help text of each field: its trailing `# comment` in the class source."""
-    source = inspect.getsource(cls)
-    return {m.group(1): m.group(2).strip()
-            for m in re.finditer(r"^    (\w+): [^=\n]+=[^#\n]*#(.*)$", source, re.M)}
-
-
-def _flags_class(config: TrainConfig, saved: dict):
-    """A dataclass with every RunOptions field and every TrainConfig field (the grid-capable
-    scalars as tuples), defaulting to `config` and, with --config, to the saved run's options."""
-    hints = typing.get_type_hints(TrainConfig)
-    helps = _field_help(TrainConfig) | _field_help(RunOptions)
-    fields = []
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(config, f.name)
-        if f.name in GRID_FIELDS:
-            grid = saved.get("grid", {}).get(f"{f.name}s") if saved else None
-            value = tuple(grid) if grid else (value,)
-            kind = tuple[GRID_FIELDS[f.name], ...]
-            text = f"{helps.get(f.name, f.name)}; one or more values: a grid"
-            fields.append((f.name, Annotated[kind, tyro.conf.arg(help=text)],
-                           dataclasses.field(default=value)))
-        else:
-            kind = hints[f.name]
-            if f.name in helps:
-                kind = Annotated[kind, tyro.conf.arg(help=helps[f.name])]
-            fields.append((f.name, kind, dataclasses.field(default=value)))
-    run_hints = typing.get_type_hints(RunOptions)
-    for f in dataclasses.fields(RunOptions):
-        default = f.default
-        if saved and f.name in SAVED_OPTIONS:
-            default = saved.get(f.name, default)
-        kind = Annotated[run_hints[f.name], tyro.conf.arg(help=helps.get(f.name, f.name))]
-        fields.append((f.name, kind, dataclasses.field(default=default)))
-    return dataclasses.make_dataclass("TrainFlags", fields, frozen=True)
+def _default_flags(config: TrainConfig, saved: dict) -> TrainFlags:
+    """The flags' defaults: `config`'s fields and, with --config, the saved run's grid and options."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
+    grid = saved.get("grid", {}) if saved else {}
+    for name in GRID_FIELDS:
+        values[name] = tuple(grid.get(f"{name}s") or (values[name],))
+    options = {name: saved[name] for name in SAVED_OPTIONS if name in saved}
+    return TrainFlags(**values, **options)
 
 
 def parse(argv: list[str]) -> tuple[TrainConfig, tuple[float, ...], tuple[int, ...], RunOptions]:
@@ -143,14 +131,10 @@ def parse(argv: list[str]) -> tuple[TrainConfig, tuple[float, ...], tuple[int, .
     `--dynamics.num-members`); `--penalty-coef` and `--rollout-length` take one or more values.
     Raises ValueError (invalid values) or SystemExit (usage, --help) as argparse does.
     """
-    config, saved = _defaults(argv)
-    flags_cls = _flags_class(config, saved)
-    flags = tyro.cli(flags_cls, args=argv, prog="python -m mopo_jax.train",
-                     description="Train MOPO: dataset -> dynamics ensemble -> SAC policies (a grid "
-                                 "of seeds x penalty coefficients x rollout lengths), with "
-                                 "evaluation, checkpoints and resume.")
-    values = {f.name: getattr(flags, f.name) for f in dataclasses.fields(flags)}
-    options = RunOptions(**{f.name: values.pop(f.name) for f in dataclasses.fields(RunOptions)})
+    flags = tyro.cli(TrainFlags, args=argv, default=_default_flags(*_defaults(argv)),
+                     prog=PROG, description=DESCRIPTION)
+    values = {f.name: getattr(flags, f.name) for f in dataclasses.fields(TrainConfig)}
+    options = RunOptions(**{f.name: getattr(flags, f.name) for f in dataclasses.fields(RunOptions)})
     coefs, lengths = tuple(values["penalty_coef"]), tuple(values["rollout_length"])
     if options.tiny and options.dataset_steps is None:
         options = dataclasses.replace(options, dataset_steps=TINY_DATASET_STEPS)

@@ -21,7 +21,8 @@ from mopo_jax import rundir
 from mopo_jax.cli.train_checks import (IDENTITY_OPTIONS, check_memory, check_resumed_data,
                                        check_run_dir, check_same_settings, clear_run_files,
                                        default_logdir, holds_run)
-from mopo_jax.cli.train_flags import RunOptions
+from mopo_jax.cli.common import command_line
+from mopo_jax.cli.train_flags import PROG, RunOptions
 from mopo_jax.data.flat import check_env_dims
 from mopo_jax.data.load import DatasetError, load_dataset
 from mopo_jax.dynamics import io as dynamics_io
@@ -31,6 +32,7 @@ from mopo_jax.envs.ood_env import make_eval_env
 from mopo_jax.mopo.config import TrainConfig, config_to_dict
 from mopo_jax.mopo.grid import Grid
 from mopo_jax.mopo.run import RunSpec, TrainingDiverged, run
+from mopo_jax.run_layout import CONFIG_FILE
 from mopo_jax.sharding import barrier
 from mopo_jax.tracking import make_tracker
 
@@ -38,6 +40,8 @@ log = logging.getLogger("mopo_jax.train")
 PREPARING = "preparing its dynamics ensembles (fitting or loading them)"
 USER_ERRORS = (ValueError, DatasetError, FitFailed, rundir.RunDirError, TrainingDiverged,
                FileNotFoundError, PermissionError, ImportError)
+
+
 def _models(config: TrainConfig, options: RunOptions, data, dataset, seeds):
     """Ensembles stacked [S] (one per seed) or [1] (shared), and their identities."""
     obs_dim, act_dim = data.observations.shape[1], data.actions.shape[1]
@@ -80,7 +84,7 @@ def _meta(options: RunOptions, dataset, model_keys, argv) -> dict:
                       f"{len(jax.devices())} devices, {os.cpu_count()} host cores)",
             "processes": jax.process_count(),
             "jax_version": jax.__version__, "versions": _versions(), "git_commit": _git_commit(),
-            "command": " ".join(["python -m mopo_jax.train", *argv]),
+            "command": command_line(PROG, argv),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -91,7 +95,7 @@ def _write_early_config(run_dir: Path, config: TrainConfig, grid: Grid, meta: di
     text = json.dumps({"config": config_to_dict(config), "grid": grid.to_dict(),
                        "policy_ids": [p.id for p in grid.policies()], **meta,
                        "phase": PREPARING}, indent=2)
-    rundir.write_text_atomic(run_dir / "config.json", text)
+    rundir.write_text_atomic(run_dir / CONFIG_FILE, text)
 
 
 def _printer(config: TrainConfig, grid: Grid):
@@ -180,7 +184,8 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
         meta = _meta(options, dataset, model_keys, argv)
         spec = RunSpec(config, grid, run_dir, meta, (info.ref_min_score, info.ref_max_score),
                        checkpoint_seconds=60.0 * options.checkpoint_minutes,
-                       num_devices=options.num_devices, resume=options.resume)
+                       num_devices=options.num_devices, resume=options.resume,
+                       env_name=info.env_name)
         callbacks = [_printer(config, grid)] if options.progress and writer else []
         tracker = make_tracker(options.track, run_dir, meta) if options.track != "none" and writer else None
         if tracker is not None:

@@ -12,8 +12,8 @@ import numpy as np
 
 from mopo_jax import paths, stale
 from mopo_jax.data import minari_io
-from mopo_jax.envs.catalog import ENVS, parse_dataset_name
-from mopo_jax.envs.make import env_family, make_env
+from mopo_jax.envs.catalog import ENVS, env_family, parse_dataset_name
+from mopo_jax.envs.make import make_env
 
 log = logging.getLogger("mopo_jax.data")
 

@@ -17,11 +17,11 @@ import numpy as np
 log = logging.getLogger("mopo_jax.data")
 MAIN_FILE = "main_data.hdf5"  # minari.dataset._storages.hdf5_storage._MAIN_FILE_NAME
 STEP_KEYS = ("actions", "rewards", "terminations", "truncations")  # [T] per episode; observations [T+1]
-PROGRESS_EVERY = 10_000  # episodes between progress lines
+PROGRESS_EPISODES = 10_000  # episodes between progress lines
 PARALLEL_MIN_EPISODES = 4_000  # fewer episodes are written / read in this process
 
 
-def default_workers(num_episodes: int) -> int:
+def io_workers(num_episodes: int) -> int:
     """Processes that write or read `num_episodes` episodes: the CPUs this process may use, or 1
     under PARALLEL_MIN_EPISODES (starting processes would cost more than it saves)."""
     return len(os.sched_getaffinity(0)) if num_episodes >= PARALLEL_MIN_EPISODES else 1
@@ -112,10 +112,10 @@ def write_episodes(data_dir: Path, steps: dict, num_workers: int | None = None) 
     chunked, resizable (maxshape (None, ...)) datasets observations [T+1, o], actions [T, a],
     rewards, terminations, truncations [T] in the steps' dtypes. The file must be the empty one
     `MinariStorage.new` makes. One process writes the very same bytes as Minari; `num_workers` > 1
-    (None: default_workers) write parts in parallel, copied in order into the file (H5Ocopy: the
+    (None: io_workers) write parts in parallel, copied in order into the file (H5Ocopy: the
     same objects, laid out in another order). Returns (total_steps, total_episodes)."""
     num_episodes = len(steps["episode_lengths"])
-    workers = default_workers(num_episodes) if num_workers is None else num_workers
+    workers = io_workers(num_episodes) if num_workers is None else num_workers
     start = time.perf_counter()
     path = Path(data_dir) / MAIN_FILE
     if workers <= 1:
@@ -137,7 +137,7 @@ def _write_file(path: Path, steps: dict, first_id: int, mode: str) -> None:
     num_episodes = len(steps["episode_lengths"])
     with h5py.File(path, mode, track_order=True) as f:
         for i, seed, arrays in episode_slices(steps, first_id):
-            if first_id == 0 and i and i % PROGRESS_EVERY == 0:
+            if first_id == 0 and i and i % PROGRESS_EPISODES == 0:
                 log.info("wrote %d/%d episodes (%.1f s)", i, num_episodes,
                          time.perf_counter() - start)
             gid = h5g.create(f.id, b"episode_%d" % i, lcpl=writer.lcpl, gcpl=writer.gcpl)
@@ -180,14 +180,14 @@ def _write_parallel(path: Path, steps: dict, workers: int) -> None:
                     for i in range(lo, hi):
                         h5o.copy(src.id, b"episode_%d" % i, main.id, b"episode_%d" % i)
                 part.unlink()
-                if hi // PROGRESS_EVERY > lo // PROGRESS_EVERY or hi == num_episodes:
+                if hi // PROGRESS_EPISODES > lo // PROGRESS_EPISODES or hi == num_episodes:
                     log.info("wrote %d/%d episodes", hi, num_episodes)
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
 
 
 def plain_arrays(data_dir: Path) -> bool:
-    """Whether Minari data folder `data_dir` holds an HDF5 file of plain arrays that `read_flat`
+    """Whether Minari data folder `data_dir` holds an HDF5 file of plain arrays that `read_episodes`
     reads: Box observation and action spaces, not JPEG-encoded images."""
     from gymnasium.spaces import Box
     from minari.dataset.minari_storage import is_image_space
@@ -213,16 +213,16 @@ def _read(gid, name: bytes) -> np.ndarray:
     return out
 
 
-def read_flat(data_dir: Path, num_episodes: int, num_steps: int,
+def read_episodes(data_dir: Path, num_episodes: int, num_steps: int,
               num_workers: int | None = None) -> dict:
     """Episodes episode_0 .. episode_<num_episodes - 1> of `<data_dir>/main_data.hdf5` (a Minari
     HDF5 file of plain arrays: `plain_arrays`) as flat float32 arrays: observations,
     next_observations [N, o], actions [N, a], rewards, terminations, truncations, episode_ends [N];
     N must be `num_steps` (the metadata's total_steps), else ValueError. The values are those of
     concatenating minari's EpisodeData arrays and casting to float32. `num_workers` > 1 (None:
-    default_workers) read ranges of episodes in that many processes."""
+    io_workers) read ranges of episodes in that many processes."""
     path = Path(data_dir) / MAIN_FILE
-    workers = default_workers(num_episodes) if num_workers is None else num_workers
+    workers = io_workers(num_episodes) if num_workers is None else num_workers
     if workers <= 1:
         out = _read_range(path, 0, num_episodes)
     else:
@@ -238,14 +238,14 @@ def read_flat(data_dir: Path, num_episodes: int, num_steps: int,
 
 
 def _read_range(path: Path, lo: int, hi: int) -> dict:
-    """Episodes [lo, hi) of HDF5 file `path` as the flat float32 arrays of `read_flat`."""
+    """Episodes [lo, hi) of HDF5 file `path` as the flat float32 arrays of `read_episodes`."""
     import h5py
     from h5py import h5g
 
     start, episodes = time.perf_counter(), []
     with h5py.File(path, "r") as f:
         for i in range(lo, hi):
-            if lo == 0 and i and i % PROGRESS_EVERY == 0:
+            if lo == 0 and i and i % PROGRESS_EPISODES == 0:
                 log.info("read %d/%d episodes (%.1f s)", i, hi, time.perf_counter() - start)
             gid = h5g.open(f.id, b"episode_%d" % i)
             episode = {k: _read(gid, k.encode()) for k in ("observations", *STEP_KEYS)}

@@ -14,7 +14,7 @@ from mopo_jax.data import minari_io, recipes
 from mopo_jax.data.flat import DatasetError, data_stamp, load_flat, rebuild_hint
 from mopo_jax.envs.catalog import (BUILDABLE_LEVELS, D4RL_REF_SOURCE, ENVS, HISTORY_LEVELS,
                                    MINARI_NAMESPACE, MINARI_OFFICIAL_LEVELS, OOD_DATASETS,
-                                   OOD_REF_SOURCE, OUR_NAMESPACE, canonical_name, normalize_return,
+                                   OOD_REF_SOURCE, OUR_NAMESPACE, canonical_name,
                                    parse_dataset_name, resolve_name)
 from mopo_jax.types import Transitions
 
@@ -70,17 +70,12 @@ class Dataset(flax.struct.PyTreeNode):
         return int(self.rewards.shape[0])
 
 
-def normalized_score(raw_return, info: DatasetInfo):
-    """100 · (return − ref_min) / (ref_max − ref_min), with the reference named in info.ref_source
-    (NaN for the OOD tasks, which have no reference)."""
-    return normalize_return(raw_return, info.ref_min_score, info.ref_max_score)
-
-
-def _built_size(minari_id: str) -> int:
+def _built_size(minari_id: str, level: str) -> int:
+    """Transitions in our local build `minari_id` of `level`: its '-n<size>' tag, else the level's
+    default size (2**62 for a whole-history level: the run's size is known only at load)."""
     match = re.search(r"-n(\d+)-v\d+$", minari_id)
     if match:
         return int(match.group(1))
-    level = minari_id.rsplit("/", 1)[-1].rsplit("-v", 1)[0]
     if level in HISTORY_LEVELS:
         return 2**62  # holds the whole run; a too-large request fails at load with the real size
     return 2 * DEFAULT_NUM_STEPS if level == "medium-expert" else DEFAULT_NUM_STEPS
@@ -178,7 +173,7 @@ def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
             return kept[0], "local Minari cache"
     else:
         local = minari_io.local_ids(official) if official else []
-        local += [i for i in minari_io.local_ids(ours) if _built_size(i) >= (num_steps or 0)
+        local += [i for i in minari_io.local_ids(ours) if _built_size(i, level) >= (num_steps or 0)
                   and _inputs_unchanged(i, name)]
         if local:
             log.info("[a] local Minari cache: found %s", local[0])

@@ -29,8 +29,8 @@ class UnreadableDataset(RuntimeError):
 
 def read_flat(minari_id: str, num_workers: int | None = None) -> dict:
     """Read a Minari dataset into flat float32 arrays: an HDF5 dataset of array observations and
-    actions straight from its file with h5py (`h5io.read_flat`, in `num_workers` processes;
-    None: h5io.default_readers), any other through minari.load_dataset (same values).
+    actions straight from its file with h5py (`h5io.read_episodes`, in `num_workers` processes;
+    None: h5io.io_workers), any other through minari.load_dataset (same values).
 
     Returns observations, next_observations [N, o], actions [N, a], rewards, terminations,
     truncations, episode_ends [N] (float32) and ref_scores [2] (float64, NaN when absent).
@@ -42,7 +42,7 @@ def read_flat(minari_id: str, num_workers: int | None = None) -> dict:
     meta = read_metadata(minari_id)
     try:
         if h5io.plain_arrays(data_dir):
-            arrays = h5io.read_flat(data_dir, int(meta["total_episodes"]), int(meta["total_steps"]),
+            arrays = h5io.read_episodes(data_dir, int(meta["total_episodes"]), int(meta["total_steps"]),
                                     num_workers)
         else:
             arrays = _read_flat_minari(minari_id)
@@ -229,7 +229,7 @@ def write_minari_dataset(
     Its metadata.json comes from Minari's storage API (`MinariStorage.new` takes the data path,
     unlike `minari.create_dataset_from_buffers`, which only writes under $MINARI_DATASETS_PATH),
     its HDF5 file from `h5io.write_episodes` (what `MinariStorage.update_episodes` writes, fast;
-    in `num_workers` processes, None: h5io.default_writers). All goes into a
+    in `num_workers` processes, None: h5io.io_workers). All goes into a
     hidden temporary root inside the Minari root, then is renamed into place, replacing any folder
     already there (a broken copy, or the dataset being rebuilt). A build killed halfway leaves
     nothing that looks like a dataset, and an old copy stays until the new one is complete.

@@ -1,24 +1,8 @@
 """Local recipes for dataset levels: random data, a behaviour policy's data, a run's replay history,
 the relabelled out-of-distribution tasks, and the medium+expert concatenation.
 
-Where the inputs come from:
-  random             uniform `action_space.sample()` (action space seeded 123), episode i reset with
-                     seed 123 + i: the Minari/Farama recipe.
-  medium / expert    a behaviour policy `<env>-<level>` (msgpack + JSON written by
-                     `python -m mopo_jax.behavior export`), looked up first in $MOPO_JAX_POLICY_DIR,
-                     then among the policies shipped inside this package (mopo_jax/policies/).
-                     1M steps (default) of the policy's stochastic actions, tanh(μ + σ·ε), as
-                     D4RL/Minari did; episode i is reset with seed 123 + i.
-  medium-expert      the medium dataset followed by the expert one, as D4RL (composed by
-                     `mopo_jax.data.load`, which resolves both halves first).
-  medium-replay      the replay buffer of the behaviour run up to the step at which its medium policy
-                     was taken (the policy JSON names that step): the run directory
-                     $MOPO_JAX_BEHAVIOR_DIR/<env> (default <cache>/behavior/<env>) must exist.
-  halfcheetah-jump   the whole replay buffer of the behaviour run `halfcheetah-vel3` (SAC on
-  ant-angle          HalfCheetah with velocity capped at 3) / `ant` (SAC on Ant), relabelled with
-                     the target reward (mopo_jax.envs.ood), as in MOPO §5.2; the run's history
-                     must hold the per-step extras (root positions, reset height, contact forces)
-                     that the target rewards need besides (s, a, s').
+What each level is built from, where its inputs are looked up and how they are checked is written
+once, in docs/datasets.md ("Local builds"); keep that table in step with this module.
 """
 
 from __future__ import annotations
@@ -31,13 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from mopo_jax import paths
-from mopo_jax.behavior.artifacts import history_extras, history_length, load_history, load_policy
+from mopo_jax.behavior.artifacts import history_extras, history_length, load_history
 from mopo_jax.data.collect import (FIRST_RESET_SEED, collect_policy_steps, collect_random_steps,
                                    steps_from_flat)
 from mopo_jax.data.minari_io import INPUTS_KEY, read_metadata, write_minari_dataset
-from mopo_jax.envs.catalog import (D4RL_REF_SOURCE, ENVS, OOD_DATASETS, POLICY_LEVELS,
-                                   canonical_name, parse_dataset_name)
+from mopo_jax.envs.catalog import (D4RL_REF_SOURCE, ENVS, HALFCHEETAH_VEL3, OOD_DATASETS,
+                                   POLICY_LEVELS, canonical_name, parse_dataset_name)
 from mopo_jax.envs.ood import get_task, relabel
+from mopo_jax.run_layout import HISTORY_FILE
+from mopo_jax.sac.policy_io import load_policy
 from mopo_jax.types import Transitions
 
 log = logging.getLogger("mopo_jax.data")
@@ -68,7 +54,7 @@ def input_stamps(env: str, level: str) -> dict[str, str] | None:
     name = canonical_name(env, level)
     if name in OOD_DATASETS:
         run_dir = paths.behavior_run_dir(OOD_DATASETS[name].source_run)
-        if not (run_dir / "history.npz").exists():
+        if not (run_dir / HISTORY_FILE).exists():
             return None
         return {f"history {OOD_DATASETS[name].source_run}": str(history_length(run_dir))}
     levels = {"medium-expert": ("medium", "expert"), "medium-replay": ("medium",)}.get(
@@ -111,7 +97,7 @@ def _policy(env: str, level: str, env_id: str):
             f"{_train_hint(env_id, env)}, then `python -m mopo_jax.behavior export --logdir "
             f"{paths.behavior_run_dir(env)} --level {level} --out <dir>/{env}-{level}` and set "
             f"{paths.POLICY_DIR_ENV_VAR}=<dir>.")
-    params, meta = load_policy(prefix)
+    params, meta, _ = load_policy(prefix)
     if meta.get("env_id") != env_id:
         raise RecipeInputMissing(f"policy {prefix} was trained on {meta.get('env_id')}, not {env_id}")
     return params, meta, prefix
@@ -120,7 +106,7 @@ def _policy(env: str, level: str, env_id: str):
 def _history(run: str, env_id: str, upto_step: int | None, hint_extra: str = "") -> dict:
     """Rows [0, upto_step) (default all) of the behaviour run's history, as `load_history` gives."""
     run_dir = paths.behavior_run_dir(run)
-    if not (run_dir / "history.npz").exists():
+    if not (run_dir / HISTORY_FILE).exists():
         raise RecipeInputMissing(
             f"This dataset is cut from the training history of the behaviour run {run!r}, expected "
             f"at {run_dir} (set ${paths.BEHAVIOR_DIR_ENV_VAR} to the folder holding it). Train it "
@@ -164,7 +150,7 @@ def _ood_steps(name: str, env_id: str) -> tuple[dict, str]:
     rewards relabelled by the target reward, from (s, a, s') and the per-step extras the history
     recorded (root positions, reset height, contact forces: see mopo_jax.envs.extras)."""
     task, run = get_task(name), OOD_DATASETS[name].source_run
-    extra = " --reward halfcheetah-vel3" if run == "halfcheetah-vel3" else ""
+    extra = f" --reward {HALFCHEETAH_VEL3}" if run == HALFCHEETAH_VEL3 else ""
     history = _history(run, env_id, None, extra)
     try:
         extras = history_extras(history)

@@ -19,19 +19,19 @@ class DynamicsConfig:
     epoch. The best snapshots are restored; elites are the num_elites lowest holdout MSEs.
     """
 
-    num_members: int = 7
-    num_elites: int = 5
-    hidden_sizes: tuple[int, ...] = (200, 200, 200, 200)
-    activation: str = "swish"
+    num_members: int = 7  # networks in the ensemble
+    num_elites: int = 5  # members rollouts sample next states from: the lowest holdout MSEs
+    hidden_sizes: tuple[int, ...] = (200, 200, 200, 200)  # hidden-layer widths of each member
+    activation: str = "swish"  # hidden-layer activation: swish, relu or tanh
     hidden_weight_decays: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5)  # one per hidden layer
     head_weight_decay: float = 1e-4  # mean and log-variance heads
-    max_logvar_init: float = 0.5
-    min_logvar_init: float = -10.0
-    logvar_bound_coef: float = 0.01
-    learning_rate: float = 1e-3
-    batch_size: int = 256
-    holdout_fraction: float = 0.2
-    max_holdout: int = 1000
+    max_logvar_init: float = 0.5  # initial upper bound of the predicted log-variance (trained)
+    min_logvar_init: float = -10.0  # initial lower bound of the predicted log-variance (trained)
+    logvar_bound_coef: float = 0.01  # loss weight of the log-variance bounds
+    learning_rate: float = 1e-3  # Adam step size
+    batch_size: int = 256  # rows per gradient step of each member
+    holdout_fraction: float = 0.2  # share of the rows held out for early stopping and elites
+    max_holdout: int = 1000  # cap on the held-out rows
     improvement_threshold: float = 0.01  # relative holdout-MSE gain that counts as improvement
     patience: int = 5  # stop when more than this many epochs in a row saw no member improve
     max_epochs: int | None = None  # None: no cap other than safety_max_epochs

@@ -19,6 +19,7 @@ from mopo_jax import checkpoint, paths, stale
 from mopo_jax.keys import KEY_TREE_VERSION, dynamics_key
 from mopo_jax.paths import model_cache_dir
 from mopo_jax.dynamics import batches, resumable
+from mopo_jax.config_dict import config_to_dict
 from mopo_jax.dynamics.config import DynamicsConfig
 from mopo_jax.dynamics.fit import EpochInfo, FitFailed, FitReport, fit_failures
 from mopo_jax.dynamics.model import EnsembleModel, init_ensemble_params
@@ -88,7 +89,7 @@ def cache_key(dataset_info, num_rows: int, seed: int, config: DynamicsConfig) ->
     official download and a local build) get different keys."""
     identity = {"dataset": dataset_info.name, "minari_id": dataset_info.minari_id,
                 "data_stamp": dataset_info.data_stamp, "num_rows": int(num_rows), "seed": int(seed),
-                "dynamics": json.loads(json.dumps(dataclasses.asdict(config))),
+                "dynamics": config_to_dict(config),
                 "key_tree": KEY_TREE_VERSION}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,4 +1,5 @@
-"""The catalogue: env families, their Gymnasium ids and reference scores, dataset names and the one parser.
+"""The catalogue: env families, their Gymnasium ids and reference scores, dataset names, the one
+name parser and the one map from any dataset or env name to its family (`env_family`).
 
 Pure Python (no JAX, no Minari), so command-line help and configs can use it cheaply.
 """
@@ -45,8 +46,12 @@ class OODDataset:
     source_run: str
 
 
+# The behaviour run whose history becomes halfcheetah-jump, and its training reward
+# (BehaviorConfig.reward): SAC on HalfCheetah with the forward velocity capped at 3
+# (mopo_jax.envs.ood_env.CappedVelocityRewardWrapper).
+HALFCHEETAH_VEL3 = "halfcheetah-vel3"
 OOD_DATASETS: dict[str, OODDataset] = {
-    "halfcheetah-jump": OODDataset("halfcheetah", "jump", "halfcheetah-vel3"),
+    "halfcheetah-jump": OODDataset("halfcheetah", "jump", HALFCHEETAH_VEL3),
     "ant-angle": OODDataset("ant", "angle", "ant"),
 }
 # Levels cut from a behaviour run's history: their size is set by the run, not requested.
@@ -136,26 +141,29 @@ def canonical_name(env: str, level: str) -> str:
     return f"{env}-{level}"
 
 
-def env_family(name: str) -> str:
-    """The env family ('hopper', 'walker2d', ...) of a dataset name (any form) or a Gymnasium id."""
+def env_family(name: str, known_only: bool = True) -> str:
+    """The env family ('hopper', 'walker2d', ...) of a dataset or env name: the one place that maps
+    names to families (termination rules, make_env's defaults, behaviour run names, trainers).
+
+    Accepts, ignoring case and surrounding spaces: every dataset name form of `resolve_name`
+    ('hopper-medium-replay', 'halfcheetah-jump', 'mujoco/hopper/medium-v0', 'hopper-medium-v2'),
+    and any name whose first '-'-separated word, without '_', is a family: the family itself
+    ('walker2d'), a Gymnasium id ('Hopper-v5', 'HalfCheetah-v5'), 'walker2d-medium'. Any other
+    name raises ValueError naming the known families, unless known_only=False: then the result is
+    the name without its '-v<N>' version, lower-cased ('Humanoid-v5' -> 'humanoid'), for callers
+    that take Gymnasium ids outside the catalogue.
+    """
     key = name.strip().lower()
     try:
         return parse_dataset_name(key)[0]
     except ValueError:
         pass
     family = key.split("-")[0].replace("_", "")
-    if family not in ENVS:
-        raise ValueError(f"{name!r} names no known env family; known: {', '.join(ENVS)}.")
-    return family
-
-
-def ood_task(name: str) -> str:
-    """The OOD task name of a dataset (any form: 'halfcheetah-jump'), or '' for an ordinary one."""
-    try:
-        key = resolve_name(name)[0]
-    except ValueError:
-        return ""
-    return key if key in OOD_DATASETS else ""
+    if family in ENVS:
+        return family
+    if not known_only:
+        return key.split("-v")[0]
+    raise ValueError(f"{name!r} names no known env family; known: {', '.join(ENVS)}.")
 
 
 def normalize_return(raw_return, ref_min_score: float, ref_max_score: float):

@@ -7,6 +7,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from mopo_jax.envs.catalog import env_family
+
 # Keyword arguments applied to every env of a family unless the caller passes its own value.
 #   ant: MOPO's Ant (tianheyu927/mopo, mopo/env/ant.py) observes qpos[2:] ‖ qvel = 27 dims;
 #        Ant-v5 appends the 78 clipped contact forces cfrc_ext[1:] by default (105 dims).
@@ -15,15 +17,10 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def env_family(env_id: str) -> str:
-    """The family key of a Gymnasium id: the part before the first '-', lower-cased
-    ('Ant-v5' -> 'ant', 'HalfCheetah-v5' -> 'halfcheetah')."""
-    return env_id.split("-")[0].lower()
-
-
 def default_kwargs(env_id: str) -> dict[str, Any]:
-    """The default keyword arguments for `env_id`'s family (a fresh dict; {} for most envs)."""
-    return dict(FAMILY_DEFAULTS.get(env_family(env_id), {}))
+    """The default keyword arguments for `env_id`'s family (`catalog.env_family`; a fresh dict, {}
+    for most envs and for ids outside the catalogue)."""
+    return dict(FAMILY_DEFAULTS.get(env_family(env_id, known_only=False), {}))
 
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:

@@ -66,6 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mopo_jax.envs.catalog import ENVS, OOD_DATASETS
 from mopo_jax.envs.extras import StepExtras
 from mopo_jax.envs.termination import ant_done
 from mopo_jax.types import Transitions
@@ -147,15 +148,13 @@ def ant_angle_reward(obs: jax.Array, act: jax.Array, next_obs: jax.Array,
 
 @dataclasses.dataclass(frozen=True)
 class OODTask:
-    """One MOPO out-of-distribution task: a target reward on data from a source task.
+    """One MOPO out-of-distribution task: a target reward on data from a source task. Its source
+    env (source_env, env_id, termination) is the catalogue's (`catalog.OOD_DATASETS`, `ENVS`).
 
     Fields:
-      name: "halfcheetah-jump" or "ant-angle".
-      source_env: the env family of the data and dynamics ("halfcheetah" / "ant").
-      env_id: the Gymnasium id of the source env (its dynamics, termination and time limit).
+      name: "halfcheetah-jump" or "ant-angle" (a key of `catalog.OOD_DATASETS`).
       reward_fn: target reward (obs [B, D], act [B, A], next_obs [B, D], StepExtras [B, ...])
         -> [B], pure jnp.
-      termination: name of the `mopo_jax.envs.termination` rule (same as the source env's).
       constants: the goal constants, as (name, value) pairs.
       behavior: what the behaviour (data) policy was trained on, per the paper.
       description: the target reward in words/maths.
@@ -164,15 +163,27 @@ class OODTask:
     """
 
     name: str
-    source_env: str
-    env_id: str
     reward_fn: RewardFn
-    termination: str
     constants: tuple[tuple[str, float], ...]
     behavior: str
     description: str
     reference: str
     paper_results: tuple[tuple[str, float], ...]
+
+    @property
+    def source_env(self) -> str:
+        """The env family of the data and dynamics ("halfcheetah" / "ant")."""
+        return OOD_DATASETS[self.name].env
+
+    @property
+    def env_id(self) -> str:
+        """The Gymnasium id of the source env (its dynamics, termination and time limit)."""
+        return ENVS[self.source_env].env_id
+
+    @property
+    def termination(self) -> str:
+        """Name of the `mopo_jax.envs.termination` rule: the source env's."""
+        return self.source_env
 
 
 _PAPER = "Yu et al. 2020, MOPO, arXiv 2005.13239, §5.2, Table 2 and Appendix G"
@@ -182,10 +193,7 @@ _DATA = ("entire replay buffer of a 1M-step SAC run on the source task "
 OOD_TASKS: dict[str, OODTask] = {
     "halfcheetah-jump": OODTask(
         name="halfcheetah-jump",
-        source_env="halfcheetah",
-        env_id="HalfCheetah-v5",
         reward_fn=halfcheetah_jump_reward,
-        termination="halfcheetah",
         constants=(("max_velocity", CHEETAH_MAX_VEL), ("ctrl_cost_weight", CHEETAH_CTRL_COST),
                    ("jump_weight", CHEETAH_JUMP_WEIGHT), ("dt", DT)),
         behavior="SAC trained on min(v_x, 3) - 0.1*|a|^2 (HalfCheetah capped at velocity 3); "
@@ -198,10 +206,7 @@ OOD_TASKS: dict[str, OODTask] = {
     ),
     "ant-angle": OODTask(
         name="ant-angle",
-        source_env="ant",
-        env_id="Ant-v5",
         reward_fn=ant_angle_reward,
-        termination="ant",
         constants=(("goal_angle_rad", ANT_GOAL_ANGLE), ("ctrl_cost_weight", ANT_CTRL_COST),
                    ("contact_cost_weight", ANT_CONTACT_COST),
                    ("healthy_reward", ANT_HEALTHY_REWARD), ("dt", DT)),

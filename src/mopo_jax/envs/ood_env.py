@@ -115,7 +115,7 @@ class CappedVelocityRewardWrapper(gym.Wrapper):
     The env's reward is kept in info["source_reward"]; everything else is unchanged.
     """
 
-    def __init__(self, env: gym.Env, max_velocity: float = 3.0):
+    def __init__(self, env: gym.Env, max_velocity: float = CHEETAH_MAX_VEL):
         super().__init__(env)
         if "HalfCheetah" not in str(env.spec.id if env.spec else env.unwrapped):
             raise ValueError(f"the capped-velocity reward is defined for HalfCheetah, not {env.spec}")

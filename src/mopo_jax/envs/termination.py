@@ -5,6 +5,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from mopo_jax.envs.catalog import env_family
+
 TerminationFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -65,13 +67,14 @@ _RULES: dict[str, TerminationFn] = {
 
 
 def termination_fn(env_name: str) -> TerminationFn:
-    """Look up a rule by env name: 'hopper', 'Hopper-v5', 'walker2d-medium' etc. (case-insensitive).
+    """Look up a rule by env or dataset name: 'hopper', 'Hopper-v5', 'walker2d-medium',
+    'mujoco/hopper/medium-v0' etc. (case-insensitive; any name `catalog.env_family` maps).
 
     Raises ValueError naming the known envs when none matches.
     """
-    key = env_name.lower().split("-")[0].replace("_", "")
-    if key not in _RULES:
+    try:
+        return _RULES[env_family(env_name)]
+    except (ValueError, KeyError):
         raise ValueError(
             f"No termination rule for env {env_name!r}; known envs: {sorted(_RULES)}."
-        )
-    return _RULES[key]
+        ) from None

@@ -6,15 +6,16 @@ Plain dataclasses (no JAX import). Every field is validated when a config is mad
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import types
 import typing
 
+from mopo_jax.config_dict import config_to_dict  # noqa: F401 (re-exported with config_from_dict)
 from mopo_jax.dynamics.config import DynamicsConfig
 from mopo_jax.envs.catalog import dataset_names, resolve_name
 from mopo_jax.sac.config import SACConfig
 
+# The uncertainty estimates u(s, a) (computed in mopo_jax.mopo.rollout.uncertainty_penalty).
 PENALTIES = ("max_std", "max_std_elites", "disagreement", "disagreement_elites_with_reward")
 ROLLOUT_CLIPS = ("none", "data")
 
@@ -144,11 +145,6 @@ def tiny(dataset: str = "hopper-random", **overrides) -> TrainConfig:
     return preset(dataset, **small)
 
 
-def config_to_dict(config: TrainConfig) -> dict:
-    """JSON-ready dict of a TrainConfig (tuples become lists, as JSON reads them back)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
 def _matches(value, kind) -> bool:
     """Whether a JSON value fits a field annotation (int, float, str, bool, X | None, tuple[X, ...])."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
@@ -188,7 +184,8 @@ def field_type_problems(cls, values: dict, prefix: str = "") -> list[str]:
 
 
 def config_from_dict(d: dict) -> TrainConfig:
-    """Inverse of `config_to_dict` (nested SAC and dynamics configs, lists back to tuples).
+    """Inverse of `config_to_dict` (mopo_jax.config_dict; nested SAC and dynamics configs, lists
+    back to tuples).
     Unknown keys, and values of the wrong type (e.g. "0.5" for a number), raise ValueError
     naming them (a config.json from another version, or edited by hand)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -12,8 +12,9 @@ from mopo_jax.keys import eval_reset_seeds, policy_key
 
 
 @dataclasses.dataclass(frozen=True)
-class Policy:
-    """One trained policy of a run: its seed (and position among the run's seeds), λ and h."""
+class GridPoint:
+    """One point (seed, λ, h) of a run's grid, i.e. one trained policy of the run: its seed (and
+    position among the run's seeds), λ and h. (The saved policy itself is `sac.policy_io.Policy`.)"""
 
     seed: int
     seed_index: int
@@ -41,12 +42,12 @@ class Grid:
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"grid {name}={values}: need one or more distinct values")
 
-    def group(self, rollout_length: int) -> list[Policy]:
+    def group(self, rollout_length: int) -> list[GridPoint]:
         """The policies trained together at horizon `rollout_length`, in state order."""
-        return [Policy(s, i, float(lam), rollout_length) for i, s in enumerate(self.seeds)
+        return [GridPoint(s, i, float(lam), rollout_length) for i, s in enumerate(self.seeds)
                 for lam in self.penalty_coefs]
 
-    def policies(self) -> list[Policy]:
+    def policies(self) -> list[GridPoint]:
         """All policies of the run, group by group."""
         return [p for h in self.rollout_lengths for p in self.group(h)]
 
@@ -56,13 +57,13 @@ class Grid:
                 "rollout_lengths": list(self.rollout_lengths)}
 
 
-def group_keys_and_coefs(policies: list[Policy]) -> tuple[jax.Array, jax.Array]:
+def group_keys_and_coefs(policies: list[GridPoint]) -> tuple[jax.Array, jax.Array]:
     """(keys [P], λ [P] float32) for `jax.vmap(fns.init)` over a group."""
     keys = jnp.stack([policy_key(p.seed) for p in policies])
     return keys, jnp.asarray([p.penalty_coef for p in policies], jnp.float32)
 
 
-def eval_seeds(policy: Policy, episodes: int, epoch: int | None = None) -> np.ndarray:
+def eval_seeds(policy: GridPoint, episodes: int, epoch: int | None = None) -> np.ndarray:
     """Reset seeds [episodes] of `policy`'s evaluation at `epoch` (None: the final evaluation),
     from the run's key tree (`mopo_jax.keys.eval_reset_seeds`): (seed, λ, h, epoch) only."""
     return eval_reset_seeds(policy.seed, policy.penalty_coef, policy.rollout_length, episodes, epoch)

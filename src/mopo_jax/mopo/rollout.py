@@ -10,10 +10,10 @@ import jax.numpy as jnp
 
 from mopo_jax.dynamics.model import EnsembleModel, draw_members_and_noise, predict, sample_chosen
 from mopo_jax.envs.termination import TerminationFn
+from mopo_jax.mopo.config import PENALTIES
+from mopo_jax.sac.policy import PolicyApply
 from mopo_jax.types import Transitions
 
-PolicyApply = Callable[[Any, jax.Array, jax.Array], jax.Array]
-PENALTIES = ("max_std", "max_std_elites", "disagreement", "disagreement_elites_with_reward")
 # Penalties computed from every ensemble member; the others read only the elites.
 ALL_MEMBER_PENALTIES = ("max_std", "disagreement")
 

@@ -21,3 +21,13 @@ def chunk_plan(config: TrainConfig, done: int) -> int:
     if config.eval_every > 0:
         return min(config.eval_every - done % config.eval_every, config.epochs - done)
     return min(EPOCHS_PER_CHUNK_WITHOUT_EVAL, config.epochs - done)
+
+
+def chunk_sizes(config: TrainConfig, done: int = 0) -> list[int]:
+    """Epochs of each compiled chunk a run makes from `done` epochs to config.epochs (`chunk_plan`
+    applied until the run ends), in order: the driver's schedule, for estimates and benchmarks."""
+    sizes = []
+    while done < config.epochs:
+        sizes.append(chunk_plan(config, done))
+        done += sizes[-1]
+    return sizes

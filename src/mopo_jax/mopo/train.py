@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, sample_mixed_batch, sample_rows
 from mopo_jax.dynamics.model import EnsembleModel
-from mopo_jax.envs.catalog import env_family
 from mopo_jax.envs.termination import termination_fn
 from mopo_jax.keys import epoch_streams, sac_init_and_loop
 from mopo_jax.mopo.config import TrainConfig
@@ -48,8 +47,13 @@ class TrainFns(NamedTuple):
     train: Callable
 
 
-def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> TrainFns:
+def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel, *,
+               env_name: str | None = None) -> TrainFns:
     """Build the pure training functions for `config` on real `data` [N] with dynamics `model`.
+
+    env_name: the data's env family, whose termination rule the rollouts use: the loaded
+    dataset's `DatasetInfo.env_name`; None (synthetic data): config.dataset's family (the rule
+    `termination_fn` finds for the dataset name).
 
     One epoch: roll the current stochastic policy out of `rollout_batch_size` real start states
     for h steps in the model (penalised reward), append the valid rows to the FIFO model buffer,
@@ -59,8 +63,9 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel) -> 
     """
     obs_dim, act_dim = data.observations.shape[-1], data.actions.shape[-1]
     sac_cfg = config.sac
-    rollout = make_rollout_fn(make_policy_apply(sac_cfg), termination_fn(env_family(config.dataset)),
-                              config.rollout_length, config.penalty, config.rollout_row_chunk)
+    termination = termination_fn(config.dataset if env_name is None else env_name)
+    rollout = make_rollout_fn(make_policy_apply(sac_cfg), termination, config.rollout_length,
+                              config.penalty, config.rollout_row_chunk)
     sac_update = make_sac_update(sac_cfg)
 
     def init(key: jax.Array, penalty_coef: jax.Array | float | None = None,

@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mopo_jax.mopo.results import LAST_K
 from mopo_jax.report.plots import PlotsUnavailable, write_plots
 from mopo_jax.report.runs import Run, load_run, policy_histories, reference_sources
-from mopo_jax.report.tables import LAST_K, format_table, summarize, table_notes
+from mopo_jax.report.tables import format_table, summarize, table_notes
+from mopo_jax.run_layout import REPORT_FILE
 from mopo_jax.rundir import write_text_atomic
 
-REPORT_FILE = "report.md"
 
 
 def _run_line(run: Run) -> str:

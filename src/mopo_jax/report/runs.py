@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE
 from mopo_jax.rundir import RunDirError, read_jsonl
 
 SCORE = "normalized_score"
@@ -45,7 +46,7 @@ def load_run(path: str | os.PathLike) -> Run:
     run directory, config.json is unreadable, or there are no metrics rows yet.
     """
     path = Path(path)
-    config_path, metrics_path = path / "config.json", path / "metrics.jsonl"
+    config_path, metrics_path = path / CONFIG_FILE, path / METRICS_FILE
     if not path.is_dir():
         raise RunDirError(f"{path} is not a directory; give a training run directory")
     if not config_path.is_file():
@@ -79,7 +80,7 @@ def policy_histories(runs: list[Run]) -> list[PolicyHistory]:
         by_policy: dict[str, dict[int, dict]] = {}
         for row in run.rows:
             if "policy" not in row or "epoch" not in row:
-                raise RunDirError(f"{run.path / 'metrics.jsonl'}: row without 'policy'/'epoch': "
+                raise RunDirError(f"{run.path / METRICS_FILE}: row without 'policy'/'epoch': "
                                   f"{json.dumps(row)[:120]}")
             by_policy.setdefault(row["policy"], {})[int(row["epoch"])] = row
         for policy, epochs in by_policy.items():
@@ -132,7 +133,7 @@ def reference_sources(runs: list[Run]) -> list[str]:
     """Distinct reference-score sources named in the runs' config.json ("ref_source"), in order."""
     sources = []
     for run in runs:
-        source = run.config.get("ref_source") or f"not recorded in {run.path / 'config.json'}"
+        source = run.config.get("ref_source") or f"not recorded in {run.path / CONFIG_FILE}"
         if source not in sources:
             sources.append(source)
     return sources

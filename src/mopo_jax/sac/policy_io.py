@@ -49,13 +49,15 @@ def actor_dims(actor_params: Params) -> tuple[int, int]:
 
 
 def save_policy(prefix: str | os.PathLike, actor_params: Params, sac_config: SACConfig,
-                metadata: dict[str, Any]) -> None:
-    """Write one actor to `<prefix>.msgpack` + `<prefix>.json` (atomically, via save_pytree).
+                metadata: dict[str, Any]) -> dict[str, Any]:
+    """Write one actor to `<prefix>.msgpack` + `<prefix>.json` (atomically, via save_pytree): the
+    one writer of policy files (the driver's best/final actors, exported behaviour policies).
 
-    actor_params: a single (unstacked) actor, e.g. `SACState.actor_params`. The JSON holds
-    `metadata` (JSON-serialisable: score, epoch, policy id, ...) plus "sac" (the whole SACConfig,
-    log-std bounds included), "obs_dim", "act_dim" and "hidden_sizes"; those four keys are
-    reserved. The params' shapes must match `sac_config.hidden_sizes`.
+    actor_params: a single (unstacked) actor, e.g. `SACState.actor_params` (kernels [in, out]).
+    The JSON holds `metadata` (JSON-serialisable: score, epoch, policy id, ...) plus "sac" (the
+    whole SACConfig, log-std bounds included), "obs_dim", "act_dim" and "hidden_sizes"; those four
+    keys are reserved. The params' shapes must match `sac_config.hidden_sizes`. Returns the
+    metadata written (what `load_policy(prefix).metadata` gives back).
     """
     clash = sorted(set(metadata) & set(_RESERVED))
     if clash:
@@ -72,6 +74,7 @@ def save_policy(prefix: str | os.PathLike, actor_params: Params, sac_config: SAC
     meta = {**metadata, "sac": sac, "obs_dim": obs_dim, "act_dim": act_dim,
             "hidden_sizes": list(sac_config.hidden_sizes)}
     checkpoint.save_pytree(prefix, actor_params, meta)
+    return meta
 
 
 def sac_config_from_dict(d: dict) -> SACConfig:
@@ -89,7 +92,8 @@ def _template(obs_dim: int, act_dim: int, sac_config: SACConfig) -> Params:
 
 
 def load_policy(prefix: str | os.PathLike) -> Policy:
-    """Load a policy written by `save_policy` (or a shipped behaviour policy, same JSON keys).
+    """Load a policy written by `save_policy` (or a shipped behaviour policy, or a behaviour run's
+    actor snapshot: same JSON keys); the one loader of actor files.
 
     The JSON must hold "obs_dim", "act_dim" and either "sac" (a SACConfig dict) or "hidden_sizes"
     (then the default log-std bounds are used). Raises FileNotFoundError / ValueError (from
