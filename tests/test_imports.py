@@ -1,6 +1,7 @@
 """The package's import graph: no circle, library code never imports the CLI, no
 function-level imports of the project's own modules outside cli/ and the lazy package API; and
 one home per fact: each public top-level name is defined in one module of src (others import it).
+Sizes: no module of src over 300 lines, no function (nested ones included) over 60.
 
     python tests/test_imports.py [SRC_DIR]     # prints files, arrows and circles of the graph
 """
@@ -14,6 +15,7 @@ ENTRY_POINTS = {"mopo_jax.train", "mopo_jax.__main__"}  # shims that run a CLI b
 # Names that several modules define on purpose: each CLI module's entry points and program name,
 # each module's logger, and each config's own inverse of config_dict.config_to_dict.
 CONVENTIONS = {"main", "parse", "build_parser", "PROG", "log", "config_from_dict"}
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 300, 60
 
 
 def _module_name(root: pathlib.Path, path: pathlib.Path) -> str:
@@ -107,6 +109,22 @@ def public_definitions(root: pathlib.Path = SRC) -> dict[str, list[str]]:
     return out
 
 
+def size_offenders(root: pathlib.Path = SRC) -> list[str]:
+    """Modules over MAX_FILE_LINES lines ('path: N lines') and functions, methods and nested
+    functions over MAX_FUNCTION_LINES, decorators not counted ('path:line name(): N lines')."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        text, rel = path.read_text(), path.relative_to(root).as_posix()
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            out.append(f"{rel}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    out.append(f"{rel}:{node.lineno} {node.name}(): {length} lines")
+    return out
+
+
 def _is_cli(mod: str) -> bool:
     return mod.startswith("mopo_jax.cli")
 
@@ -146,6 +164,28 @@ def test_the_definition_check_can_fail(tmp_path):
     (tmp_path / "a.py").write_text("X = 1\ndef f(): pass\n_private = 2\n")
     (tmp_path / "b.py").write_text("from mopo_jax.a import X\nclass f: pass\n_private = 3\n")
     assert public_definitions(tmp_path) == {"X": ["mopo_jax.a"], "f": ["mopo_jax.a", "mopo_jax.b"]}
+
+
+def test_no_module_or_function_too_long():
+    offenders = size_offenders()
+    assert offenders == [], (f"over {MAX_FILE_LINES} lines a module or {MAX_FUNCTION_LINES} a "
+                             f"function: {'; '.join(offenders)}")
+
+
+def test_the_size_check_can_fail(tmp_path):
+    def module(lines: int, function_lines: int, prefix: str = "") -> str:
+        """`prefix`, a function of `function_lines` lines (nested in it when prefix is a class
+        header), then blank lines up to `lines`."""
+        indent = "    " if prefix else ""
+        text = prefix + f"{indent}async def f():\n" + f"{indent}    x = 0\n" * (function_lines - 1)
+        return text + "\n" * (lines - len(text.splitlines()))
+
+    (tmp_path / "at_limits.py").write_text(module(MAX_FILE_LINES, MAX_FUNCTION_LINES))
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "over.py").write_text(
+        module(MAX_FILE_LINES + 1, MAX_FUNCTION_LINES + 1, prefix="class C:\n"))
+    assert size_offenders(tmp_path) == [f"pkg/over.py: {MAX_FILE_LINES + 1} lines",
+                                        f"pkg/over.py:2 f(): {MAX_FUNCTION_LINES + 1} lines"]
 
 
 def test_the_checks_can_fail():

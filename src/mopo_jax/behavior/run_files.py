@@ -1,12 +1,15 @@
-"""A behaviour run directory's checkpoint: generations, old-format pair, cut-back, config check."""
+"""A behaviour run directory's checkpoint (generations, old-format pair, cut-back, config check)
+and the files written at each evaluation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mopo_jax import checkpoint, rundir
-from mopo_jax.behavior.artifacts import list_snapshots, snapshot_prefix
+from mopo_jax.behavior.artifacts import list_snapshots, save_history, snapshot_prefix
 from mopo_jax.behavior.config import config_from_dict, config_to_dict
 from mopo_jax.run_layout import EVALS_FILE, LEGACY_CHECKPOINT
 
@@ -74,3 +77,20 @@ def check_same_config(logdir: Path, saved: dict, config_dict: dict) -> None:
     if diffs:
         raise ValueError(f"--resume: {logdir} was started with a different configuration "
                          f"({'; '.join(diffs)}); use a new --logdir.")
+
+
+def write_eval_outputs(logdir: Path, meta: dict, state: Any, history: dict, row: dict,
+                       returns: np.ndarray, wall: float) -> None:
+    """At an evaluation: the evals.jsonl line `row`, the actor snapshot, history.npz and the
+    checkpoint of `state` (a `mopo_jax.behavior.train.BehaviorState`), in that order (so the
+    checkpoint never runs ahead of the other files). returns: [eval_episodes] evaluation returns."""
+    step = row["step"]
+    rundir.append_records(logdir / EVALS_FILE, [row])
+    checkpoint.save_pytree(snapshot_prefix(logdir, step), state.sac.actor_params, {
+        **meta, "env_id": meta["config"]["env_id"], "step": step, "seed": meta["config"]["seed"],
+        "sac": meta["config"]["sac"], "eval_return_mean": row["return_mean"],
+        "eval_return_std": row["return_std"], "eval_returns": returns.tolist(),
+        "sac_updates": row["sac_updates"], "wall_seconds": row["wall_seconds"]})
+    save_history(logdir, history, step)
+    save_state(logdir, checkpoint.keys_to_data(state),
+               {**meta, "step": step, "episodes": row["episodes"], "wall_seconds": wall})

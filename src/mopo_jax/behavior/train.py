@@ -14,8 +14,7 @@ import numpy as np
 
 from mopo_jax import checkpoint, rundir
 from mopo_jax.behavior import run_files
-from mopo_jax.behavior.artifacts import (HISTORY_FIELDS, empty_history, load_history, save_history,
-                                         snapshot_prefix)
+from mopo_jax.behavior.artifacts import HISTORY_FIELDS, empty_history, load_history
 from mopo_jax.behavior.config import BehaviorConfig, config_to_dict, eval_seed, reset_seed
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, buffer_sample
 from mopo_jax.envs.catalog import HALFCHEETAH_VEL3
@@ -177,22 +176,6 @@ def _start(config: BehaviorConfig, logdir: Path, resume: bool, obs_dim: int, act
     return meta, state, buffer, history, step, episodes, wall
 
 
-def _write_eval_outputs(logdir: Path, meta: dict, state: BehaviorState, history: dict, row: dict,
-                        returns: np.ndarray, wall: float) -> None:
-    """At an evaluation: the evals.jsonl line `row`, the actor snapshot, history.npz and the
-    checkpoint, in that order (so the checkpoint never runs ahead of the other files)."""
-    step = row["step"]
-    rundir.append_records(logdir / EVALS_FILE, [row])
-    checkpoint.save_pytree(snapshot_prefix(logdir, step), state.sac.actor_params, {
-        **meta, "env_id": meta["config"]["env_id"], "step": step, "seed": meta["config"]["seed"],
-        "sac": meta["config"]["sac"], "eval_return_mean": row["return_mean"],
-        "eval_return_std": row["return_std"], "eval_returns": returns.tolist(),
-        "sac_updates": row["sac_updates"], "wall_seconds": row["wall_seconds"]})
-    save_history(logdir, history, step)
-    run_files.save_state(logdir, checkpoint.keys_to_data(state),
-                         {**meta, "step": step, "episodes": row["episodes"], "wall_seconds": wall})
-
-
 def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = False, *,
                    on_steps: Callable[[int, int], None] | None = None,
                    on_eval: Callable[[dict], None] | None = None,
@@ -234,6 +217,29 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
         env.close()
 
 
+def _collect(config: BehaviorConfig, env, act: Callable, actor_params, act_key: jax.Array,
+             history: dict, step: int, end: int, obs: np.ndarray | None,
+             episodes: int) -> tuple[np.ndarray | None, int]:
+    """Env steps [step, end) with `act` (make_act_fn, jitted) and the actor `actor_params`, written
+    into the history rows [step, end) (with each step's extras); `obs` [o] is the current
+    observation, None to reset first (with seed reset_seed(config, episodes), counting the episode).
+    Returns (obs, episodes) after the last step (obs None when its episode ended)."""
+    for t in range(step, end):
+        if obs is None:
+            obs, _ = env.reset(seed=reset_seed(config, episodes))
+            episodes += 1
+        action = np.asarray(act(actor_params, obs.astype(np.float32), act_key, np.int32(t)))
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        for k, v in zip(HISTORY_FIELDS, (obs, action, reward, next_obs, terminated, truncated)):
+            history[k][t] = v
+        for k, v in info[INFO_KEY].items():
+            history[k][t] = v
+        obs = next_obs
+        if terminated or truncated:
+            obs = None
+    return obs, episodes
+
+
 def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on_eval,
            command: str | None) -> dict:
     """The body of `train_behavior`, run holding the lock."""
@@ -257,20 +263,8 @@ def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on
     U, E = config.update_every, config.eval_every
     while step < config.total_steps:
         end = min(step + U, (step // E + 1) * E, config.total_steps)
-        actor = state.sac.actor_params
-        for t in range(step, end):
-            if obs is None:
-                obs, _ = env.reset(seed=reset_seed(config, episodes))
-                episodes += 1
-            action = np.asarray(act(actor, obs.astype(np.float32), act_key, np.int32(t)))
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            for k, v in zip(HISTORY_FIELDS, (obs, action, reward, next_obs, terminated, truncated)):
-                history[k][t] = v
-            for k, v in info[INFO_KEY].items():
-                history[k][t] = v
-            obs = next_obs
-            if terminated or truncated:
-                obs = None
+        obs, episodes = _collect(config, env, act, state.sac.actor_params, act_key, history,
+                                 step, end, obs, episodes)
         rows, valid = _rows(history, step, end, U)
         num_updates = np.int32(max(0, end - max(step, config.first_update_step)))  # one per new row
         state, buffer, info = chunk(state, buffer, rows, valid, num_updates)
@@ -290,7 +284,7 @@ def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on
                "wall_seconds": round(wall, 3), "steps_per_second": round(steps_per_s, 2),
                "episodes": episodes, "sac_updates": int(state.sac.step), **info}
         evals.append(row)
-        _write_eval_outputs(logdir, meta, state, history, row, returns, wall)
+        run_files.write_eval_outputs(logdir, meta, state, history, row, returns, wall)
         on_eval(row)
         interval_start, interval_step = time.perf_counter(), step
     seconds = time.perf_counter() - call_start

@@ -10,8 +10,8 @@ import flax.struct
 import numpy as np
 
 from mopo_jax import paths
-from mopo_jax.data import minari_io, recipes
-from mopo_jax.data.flat import DatasetError, data_stamp, load_flat, rebuild_hint
+from mopo_jax.data import local_cache, minari_io, recipes
+from mopo_jax.data.flat import DatasetError, data_stamp, load_flat
 from mopo_jax.envs.catalog import (BUILDABLE_LEVELS, D4RL_REF_SOURCE, ENVS, HISTORY_LEVELS,
                                    MINARI_NAMESPACE, MINARI_OFFICIAL_LEVELS, OOD_DATASETS,
                                    OOD_REF_SOURCE, OUR_NAMESPACE, canonical_name,
@@ -89,6 +89,8 @@ def _build_id(ours: str, level: str, num_steps: int | None) -> tuple[str, int]:
 
 
 def _unavailable(name: str, official: str | None, ours: str, download: str, why: str) -> DatasetError:
+    """The error for a dataset found nowhere: where it was looked for, what the download did, why
+    no local build was possible, and how to bring an official copy in by hand."""
     tried = " and ".join(f"{prefix}-v*" for prefix in (official, ours) if prefix)
     hint = (f" Or download it where the network allows (`minari download {official}-v0`) and copy "
             f"the folder into MINARI_DATASETS_PATH here." if official else "")
@@ -127,46 +129,15 @@ def _build(env: str, level: str, num_steps: int | None, rebuild: bool, allow_dow
     return minari_id
 
 
-def _clear_broken(prefixes: list[str], name: str, rebuild: bool) -> None:
-    """Log (and under --rebuild remove) local folders of this dataset that hold no readable data."""
-    for minari_id in [i for prefix in prefixes for i in minari_io.broken_ids(prefix)]:
-        path = paths.minari_dataset_dir(minari_id)
-        if rebuild:
-            log.warning("--rebuild: removing the broken %s at %s", minari_id, path)
-            minari_io.remove_dataset(minari_id)
-        else:
-            log.warning("ignoring %s at %s: its data file does not open (an interrupted download "
-                        "or build?); %s", minari_id, path, rebuild_hint(name))
-
-
-def _drop_bad_official(official: str | None, name: str) -> None:
-    """Under --rebuild: remove a local official copy whose data fails to read or check."""
-    for minari_id in minari_io.local_ids(official) if official else []:
-        try:
-            load_flat(minari_id, name)
-        except DatasetError as err:
-            log.warning("--rebuild: removing %s: %s", minari_id, err)
-            minari_io.remove_dataset(minari_id)
-
-
-def _inputs_unchanged(minari_id: str, name: str) -> bool:
-    """Whether our local build `minari_id` was made from the inputs present now (logs when not)."""
-    changed = recipes.changed_inputs(minari_id, name)
-    if changed:
-        log.warning("[a] ignoring %s: its inputs changed since it was built: %s; not using it",
-                    minari_id, "; ".join(changed))
-    return not changed
-
-
 def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
              download_timeout_s: float, rebuild: bool) -> tuple[str, str]:
     """Find or make the Minari dataset for (env, level); returns (minari_id, source)."""
     name = canonical_name(env, level)
     official = f"{MINARI_NAMESPACE}/{env}/{level}" if level in MINARI_OFFICIAL_LEVELS else None
     ours = f"{OUR_NAMESPACE}/{env}/{level}"
-    _clear_broken([p for p in (official, ours) if p], name, rebuild)
+    local_cache.clear_broken([p for p in (official, ours) if p], name, rebuild)
     if rebuild:
-        _drop_bad_official(official, name)
+        local_cache.drop_bad_official(official, name)
         kept = minari_io.local_ids(official) if official else []
         if kept and level not in BUILDABLE_LEVELS + HISTORY_LEVELS:
             log.info("--rebuild: %s is not built here; keeping the intact %s", name, kept[0])
@@ -174,7 +145,7 @@ def _resolve(env: str, level: str, num_steps: int | None, allow_download: bool,
     else:
         local = minari_io.local_ids(official) if official else []
         local += [i for i in minari_io.local_ids(ours) if _built_size(i, level) >= (num_steps or 0)
-                  and _inputs_unchanged(i, name)]
+                  and local_cache.inputs_unchanged(i, name)]
         if local:
             log.info("[a] local Minari cache: found %s", local[0])
             return local[0], "local Minari cache"
@@ -252,6 +223,9 @@ def load_dataset(name: str, *, num_steps: int | None = None, allow_download: boo
 
 def _assemble(arrays: dict, env: str, name: str, minari_id: str, source: str,
               num_steps: int | None) -> Dataset:
+    """The Dataset of `load_flat`'s arrays: the first `num_steps` rows (the last one marked as an
+    episode end by truncation when the cut falls inside an episode) and its DatasetInfo (reference
+    scores: the data's, else D4RL's; NaN for an OOD task)."""
     cut_from = arrays.get("cut_from")  # flat.fit_observations: 105-dim Ant data cut to 27
     total = len(arrays["rewards"])
     keep = total if num_steps is None else num_steps

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from mopo_jax.dynamics import fit as _fit
 from mopo_jax.dynamics.config import DynamicsConfig
+from mopo_jax.dynamics.epoch import _close_epoch, _epoch_batches, _steps
 from mopo_jax.dynamics.stopping import keep_training
 
 # Minibatch steps per compiled call for one seed (fit_many: divided by the number of seeds). At
@@ -37,7 +38,7 @@ class StepState(NamedTuple):
 
 
 def _begin(data, carry, config: DynamicsConfig) -> tuple[EpochBatches, StepState]:
-    idx, weights = _fit._epoch_batches(data, carry, config)
+    idx, weights = _epoch_batches(data, carry, config)
     zeros = jnp.zeros((idx.shape[0],), jnp.float32)
     return EpochBatches(idx, weights), StepState(carry.trainable, carry.opt_state, zeros)
 
@@ -47,14 +48,14 @@ def _run(data, batches: EpochBatches, state: StepState, start, num_steps: int,
     idx = jax.lax.dynamic_slice_in_dim(batches.idx, start, num_steps)
     weights = (None if batches.weights is None
                else jax.lax.dynamic_slice_in_dim(batches.weights, start, num_steps))
-    (trainable, opt_state), step_losses = _fit._steps(
+    (trainable, opt_state), step_losses = _steps(
         data, state.trainable, state.opt_state, idx, weights, config)
     return StepState(trainable, opt_state,
                      jax.lax.dynamic_update_slice_in_dim(state.losses, step_losses, start, 0))
 
 
 def _end(data, carry, state: StepState, config: DynamicsConfig):
-    return _fit._close_epoch(data, carry, state.trainable, state.opt_state, state.losses, config)
+    return _close_epoch(data, carry, state.trainable, state.opt_state, state.losses, config)
 
 
 def _end_frozen(data, carry, state: StepState, config: DynamicsConfig):
@@ -118,7 +119,7 @@ MANY = EpochCalls(
 
 
 def run_epoch(calls: EpochCalls, data, carry, config: DynamicsConfig, steps_per_call: int):
-    """One epoch of every fit in `carry` (a `fit._FitCarry`; MANY: leading axis S), as a shuffle
+    """One epoch of every fit in `carry` (an `epoch._FitCarry`; MANY: leading axis S), as a shuffle
     call, ceil(K / steps_per_call) calls of at most `steps_per_call` steps each, and a holdout call.
 
     Waits for each call before making the next, so a KeyboardInterrupt is raised between calls

@@ -13,7 +13,7 @@ from mopo_jax.dynamics.model import EnsembleModel
 from mopo_jax.envs.termination import termination_fn
 from mopo_jax.keys import epoch_streams, sac_init_and_loop
 from mopo_jax.mopo.config import TrainConfig
-from mopo_jax.mopo.rollout import data_bounds, make_rollout_fn
+from mopo_jax.mopo.rollout import Rollout, data_bounds, make_rollout_fn
 from mopo_jax.sac.policy import make_policy_apply
 from mopo_jax.sac.update import SACState, default_target_entropy, init_sac, make_sac_update
 from mopo_jax.types import Transitions
@@ -45,6 +45,38 @@ class TrainFns(NamedTuple):
     epoch: Callable
     run_epochs: Callable
     train: Callable
+
+
+def _sac_updates(sac_update: Callable, config: TrainConfig, data: Transitions, buffer: ModelBuffer,
+                 sac: SACState, key: jax.Array, target_entropy: jax.Array):
+    """`config.steps_per_epoch` SAC updates (lax.scan, one key of split(key) each) on batches of
+    real_ratio real rows of `data` + the rest rows of `buffer`: (sac, infos: each
+    [steps_per_epoch])."""
+
+    def sac_step(sac, step_key):
+        batch_key, update_key = jax.random.split(step_key)
+        batch = sample_mixed_batch(data, buffer, batch_key, config.sac.batch_size,
+                                   config.real_ratio)
+        return sac_update(sac, batch, update_key, target_entropy)
+
+    return jax.lax.scan(sac_step, sac, jax.random.split(key, config.steps_per_epoch))
+
+
+def _epoch_metrics(infos: dict, out: Rollout, valid: jax.Array, buffer: ModelBuffer,
+                   rollout_batch_size: int) -> dict:
+    """An epoch's [] metrics: the mean of each SAC diagnostic over the updates (infos: each
+    [steps]), the rollout's penalty and rewards averaged over its valid rows (valid [h·B] bool),
+    the valid fraction, the mean rollout length and the buffer's row count."""
+    valid_f = valid.astype(jnp.float32)
+    per_valid = lambda x: jnp.sum(x.reshape(-1) * valid_f) / jnp.maximum(valid_f.sum(), 1)  # noqa: E731
+    metrics = {k: v.mean() for k, v in infos.items()}
+    metrics.update(
+        rollout_penalty=per_valid(out.penalty), rollout_raw_reward=per_valid(out.raw_reward),
+        rollout_reward=per_valid(out.reward), rollout_valid_fraction=valid_f.mean(),
+        rollout_mean_length=valid_f.sum() / rollout_batch_size,
+        buffer_count=buffer.count.astype(jnp.float32),
+    )
+    return metrics
 
 
 def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel, *,
@@ -87,24 +119,9 @@ def make_train(config: TrainConfig, data: Transitions, model: EnsembleModel, *,
         out = rollout(roll_key, model, state.sac.actor_params, starts, state.penalty_coef, bounds)
         rows, valid = out.transitions()
         buffer = buffer_add(state.buffer, rows, valid)
-
-        def sac_step(sac, step_key):
-            batch_key, update_key = jax.random.split(step_key)
-            batch = sample_mixed_batch(data, buffer, batch_key, sac_cfg.batch_size,
-                                       config.real_ratio)
-            return sac_update(sac, batch, update_key, state.target_entropy)
-
-        sac, infos = jax.lax.scan(sac_step, state.sac,
-                                  jax.random.split(sac_key, config.steps_per_epoch))
-        valid_f = valid.astype(jnp.float32)
-        per_valid = lambda x: jnp.sum(x.reshape(-1) * valid_f) / jnp.maximum(valid_f.sum(), 1)  # noqa: E731
-        metrics = {k: v.mean() for k, v in infos.items()}
-        metrics.update(
-            rollout_penalty=per_valid(out.penalty), rollout_raw_reward=per_valid(out.raw_reward),
-            rollout_reward=per_valid(out.reward), rollout_valid_fraction=valid_f.mean(),
-            rollout_mean_length=valid_f.sum() / config.rollout_batch_size,
-            buffer_count=buffer.count.astype(jnp.float32),
-        )
+        sac, infos = _sac_updates(sac_update, config, data, buffer, state.sac, sac_key,
+                                  state.target_entropy)
+        metrics = _epoch_metrics(infos, out, valid, buffer, config.rollout_batch_size)
         return state.replace(sac=sac, buffer=buffer, key=key, epoch=state.epoch + 1), metrics
 
     def run_epochs(state: TrainState, data: Transitions, model: EnsembleModel, num_epochs: int):

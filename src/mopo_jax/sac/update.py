@@ -11,7 +11,7 @@ import optax
 
 from mopo_jax.sac import losses
 from mopo_jax.sac.config import SACConfig
-from mopo_jax.sac.networks import TwinCritic
+from mopo_jax.sac.networks import Actor, TwinCritic
 from mopo_jax.sac.policy import Params, make_actor
 from mopo_jax.types import Transitions
 
@@ -63,6 +63,43 @@ def default_target_entropy(config: SACConfig, act_dim: int) -> float:
     return -float(act_dim) if config.target_entropy is None else float(config.target_entropy)
 
 
+def _critic_step(state: SACState, critic_net: TwinCritic, critic_opt: optax.GradientTransformation,
+                 batch: Transitions, target_q: jax.Array, tau: float):
+    """One critic step towards `target_q` [B], then the Polyak target update with the new critics:
+    (critic loss [] before the step, Q [num_critics, B], critic params, critic opt state,
+    target critic params)."""
+    (critic_loss, q), critic_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+        state.critic_params, critic_net, batch, target_q)
+    critic_updates, critic_opt_state = critic_opt.update(critic_grads, state.critic_opt_state)
+    critic_params = optax.apply_updates(state.critic_params, critic_updates)
+    target_critic_params = optax.incremental_update(
+        critic_params, state.target_critic_params, tau)  # τ·new + (1 − τ)·old
+    return critic_loss, q, critic_params, critic_opt_state, target_critic_params
+
+
+def _actor_step(state: SACState, actor: Actor, critic_net: TwinCritic,
+                actor_opt: optax.GradientTransformation, critic_params: Params, obs: jax.Array,
+                alpha: jax.Array, key: jax.Array):
+    """One actor step on α log π − min_i Q_i (critics `critic_params`), obs [B, o]:
+    (actor loss [] before the step, log π [B], actor params, actor opt state)."""
+    (actor_loss, log_prob), actor_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
+        state.actor_params, actor, critic_net, critic_params, obs, alpha, key)
+    actor_updates, actor_opt_state = actor_opt.update(actor_grads, state.actor_opt_state)
+    actor_params = optax.apply_updates(state.actor_params, actor_updates)
+    return actor_loss, log_prob, actor_params, actor_opt_state
+
+
+def _alpha_step(state: SACState, alpha_opt: optax.GradientTransformation, log_prob: jax.Array,
+                target_entropy: jax.Array | float):
+    """One temperature step on −log α · (mean log π [B] + target entropy):
+    (α loss [] before the step, log α, α opt state)."""
+    alpha_loss, alpha_grad = jax.value_and_grad(losses.alpha_loss)(
+        state.log_alpha, log_prob, target_entropy)
+    alpha_updates, alpha_opt_state = alpha_opt.update(alpha_grad, state.alpha_opt_state)
+    log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
+    return alpha_loss, log_alpha, alpha_opt_state
+
+
 def make_sac_update(
     config: SACConfig,
 ) -> Callable[[SACState, Transitions, jax.Array], tuple[SACState, dict[str, jax.Array]]]:
@@ -89,22 +126,14 @@ def make_sac_update(
 
         target_q = losses.soft_target(actor, critic_net, state.actor_params,
                                       state.target_critic_params, batch, alpha, config.gamma, next_key)
-        (critic_loss, q), critic_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
-            state.critic_params, critic_net, batch, target_q)
-        critic_updates, critic_opt_state = critic_opt.update(critic_grads, state.critic_opt_state)
-        critic_params = optax.apply_updates(state.critic_params, critic_updates)
-        target_critic_params = optax.incremental_update(
-            critic_params, state.target_critic_params, config.tau)  # τ·new + (1 − τ)·old
+        critic_loss, q, critic_params, critic_opt_state, target_critic_params = _critic_step(
+            state, critic_net, critic_opt, batch, target_q, config.tau)
 
         # Actor (against the freshly updated critics), then the temperature.
-        (actor_loss, log_prob), actor_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
-            state.actor_params, actor, critic_net, critic_params, batch.observations, alpha, actor_key)
-        actor_updates, actor_opt_state = actor_opt.update(actor_grads, state.actor_opt_state)
-        actor_params = optax.apply_updates(state.actor_params, actor_updates)
-        alpha_loss, alpha_grad = jax.value_and_grad(losses.alpha_loss)(
-            state.log_alpha, log_prob, target_entropy)
-        alpha_updates, alpha_opt_state = alpha_opt.update(alpha_grad, state.alpha_opt_state)
-        log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
+        actor_loss, log_prob, actor_params, actor_opt_state = _actor_step(
+            state, actor, critic_net, actor_opt, critic_params, batch.observations, alpha, actor_key)
+        alpha_loss, log_alpha, alpha_opt_state = _alpha_step(state, alpha_opt, log_prob,
+                                                             target_entropy)
 
         new_state = SACState(
             actor_params=actor_params,
