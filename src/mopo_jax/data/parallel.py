@@ -7,18 +7,25 @@ whatever episode it is in, so episode i's actions depend on how many steps episo
 Everything else about an episode depends on its own seed only: `env.reset(seed=123 + i)` reseeds
 the env's RNG and `mj_resetData` clears the whole MuJoCo state. Hence two passes:
 
-  1. chain (this process, serial): step the MuJoCo model with the exact calls `env.step` makes
-     (`do_simulation`, then the env's own `is_healthy` termination rule) and the TimeLimit cut,
-     skipping observations, rewards and infos unless the policy needs them; draw each step's
-     action in the serial order (random: `sample_actions`, bit-identical to per-step sampling).
-     Yields every episode's length, hence where its actions start in the stream.
+  1. chain (this process, serial): the MuJoCo model stepped with the exact calls `env.step`
+     makes (`do_simulation`, then the env's own termination rule) and the TimeLimit cut, skipping
+     observations, rewards and infos unless the policy needs them; each step's action drawn in
+     the serial order (random: `sample_actions`, bit-identical to per-step sampling). Yields every
+     episode's length, hence where its actions start in the stream. With pre-drawn actions
+     (random level) `fast_chain` rolls episodes out in C where that pays (mujoco.rollout, same
+     states bit for bit) with the termination rule vectorised, and skips the physics of envs
+     that never terminate; policy levels step one env step at a time (the next action needs
+     the obs).
   2. replay (worker processes): blocks of whole episodes run through `collect.step_episodes`, the
      serial loop itself, with their seeds and their slice of the actions. Each block checks that
      its episodes end exactly where the chain said; any mismatch (an env whose `step` differs from
      the chain's model) raises ReplayMismatch and the build falls back to the serial loop.
 
-The physics stays serial in pass 1 (about half the cost of a full step for Hopper), so the speedup
-is bounded by ~2x on many cores; making episodes independent would need a new recipe (new data).
+The chain stays serial and is mostly MuJoCo itself (Hopper, Walker2d and Ant integrate with RK4:
+4 mj_forward per mj_step, 4 or 5 mj_steps per env step), so rolling out in C only trims the Python
+around it (chain CPU time: Hopper-v5 +11%, Ant-v5 +5%; Walker2d-v5 stays per step, where it is
+faster). A Hopper chain step costs about half a serial `env.step` (9.1k vs 4.4k steps/s of one
+core), which bounds the speedup on many cores near 2x; HalfCheetah's chain is free.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from mopo_jax.data import fast_chain
 from mopo_jax.data.collect import PROGRESS_EVERY, collect_steps, step_episodes
 from mopo_jax.envs.make import make_env
 
@@ -76,25 +84,45 @@ def chain_lengths(env, num_steps: int, first_seed: int, actions: np.ndarray,
                   choose: Callable | None = None) -> Iterator[int]:
     """Pass 1: yield the length of episode 0, 1, ... of the serial build, stepping `env`'s MuJoCo
     model (`env.unwrapped`, a MujocoEnv) with `actions` [num_steps, a]; with `choose`, fill
-    `actions[t] = choose(obs)` first from the env's own `_get_obs()`."""
+    `actions[t] = choose(obs)` first from the env's own `_get_obs()`. Pre-drawn actions (no
+    `choose`) of an env with a `fast_chain.vector_rule` are rolled out in C (`fast_chain.Roller`)
+    where that pays, or not at all if it never terminates; other builds, and an episode whose
+    rollout raised a MuJoCo warning, are stepped one env step at a time (`_step_episode`)."""
     u = env.unwrapped
     limit = env.get_wrapper_attr("_max_episode_steps") if _has_time_limit(env) else None
+    rule = fast_chain.vector_rule(u) if choose is None else None
+    if rule is fast_chain.never:
+        yield from fast_chain.fixed_lengths(num_steps, limit)
+        return
+    roller = fast_chain.Roller(u) if rule and fast_chain.rollout_pays(u) else None
     terminated = _termination_rule(u)
     t, seed = 0, first_seed
     while t < num_steps:
         obs, _ = u.reset(seed=seed)
-        k, stop = 0, min(limit or num_steps, num_steps - t)
-        while k < stop:
-            if choose is not None:
-                actions[t + k] = choose(obs)
-            u.do_simulation(actions[t + k], u.frame_skip)
-            k += 1
-            if terminated():
-                break
-            if choose is not None:
-                obs = u._get_obs()
+        stop = min(limit or num_steps, num_steps - t)
+        k = roller.episode_length(u.data, actions[t:t + stop], rule) if roller else None
+        if k is None:  # the roller has its own MjData: u.data is still at the reset state
+            k = _step_episode(u, obs, actions[t:t + stop], choose, terminated)
         yield k
         t, seed = t + k, seed + 1
+
+
+def _step_episode(u, obs: np.ndarray, actions: np.ndarray, choose: Callable | None,
+                  terminated: Callable[[], bool]) -> int:
+    """One episode of the chain, one env step at a time from the env `u` just reset (its
+    observation `obs` [o]), with `actions` [stop, a] (filled by `choose(obs)` if given): the
+    calls `u.step` makes, `do_simulation` then the termination rule. Returns its length."""
+    k, stop = 0, len(actions)
+    while k < stop:
+        if choose is not None:
+            actions[k] = choose(obs)
+        u.do_simulation(actions[k], u.frame_skip)
+        k += 1
+        if terminated():
+            break
+        if choose is not None:
+            obs = u._get_obs()
+    return k
 
 
 def _has_time_limit(env) -> bool:
