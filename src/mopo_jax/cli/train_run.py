@@ -29,9 +29,9 @@ from mopo_jax.dynamics import io as dynamics_io
 from mopo_jax.dynamics.fit import FitFailed
 from mopo_jax.envs.evaluate import evaluate_policies
 from mopo_jax.envs.ood_env import make_eval_env
-from mopo_jax.mopo.config import TrainConfig, config_to_dict
+from mopo_jax.mopo.config import TrainConfig
 from mopo_jax.mopo.grid import Grid
-from mopo_jax.mopo.run import RunSpec, TrainingDiverged, run
+from mopo_jax.mopo.run import RunSpec, TrainingDiverged, config_record, run
 from mopo_jax.run_layout import CONFIG_FILE
 from mopo_jax.sharding import barrier
 from mopo_jax.tracking import make_tracker
@@ -92,10 +92,7 @@ def _write_early_config(run_dir: Path, config: TrainConfig, grid: Grid, meta: di
     """config.json of a new run before its (possibly hours-long) dynamics fit, so that the folder
     reads as a run from the start: `report` says it is preparing, and the same command (or
     --resume) continues it after an interruption. The run rewrites it in full when it starts."""
-    text = json.dumps({"config": config_to_dict(config), "grid": grid.to_dict(),
-                       "policy_ids": [p.id for p in grid.policies()], **meta,
-                       "phase": PREPARING}, indent=2)
-    rundir.write_text_atomic(run_dir / CONFIG_FILE, text)
+    rundir.write_json(run_dir / CONFIG_FILE, config_record(config, grid, meta) | {"phase": PREPARING})
 
 
 def _printer(config: TrainConfig, grid: Grid):

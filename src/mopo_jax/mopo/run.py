@@ -109,12 +109,18 @@ def _save_policies(spec: RunSpec, group: Group, actors, evals: list[dict], epoch
                                meta | {"kind": "final"})
 
 
+def config_record(config: TrainConfig, grid: Grid, meta: dict, **run_facts) -> dict:
+    """The contents of config.json: the settings, the grid, its policy ids, `run_facts` (e.g. the
+    devices used) and `meta`. The train command writes it early, before the dynamics fit."""
+    return {"config": config_to_dict(config), "grid": grid.to_dict(),
+            "policy_ids": [p.id for p in grid.policies()], **run_facts, **meta}
+
+
 def _write_config(spec: RunSpec, devices_used: int) -> None:
     """config.json: the settings, the grid, the devices used and `spec.meta`."""
-    rundir.write_json(spec.run_dir / CONFIG_FILE, {
-        "config": config_to_dict(spec.config), "grid": spec.grid.to_dict(),
-        "policy_ids": [p.id for p in spec.grid.policies()], "devices_used": devices_used,
-        "checkpoint_seconds": spec.checkpoint_seconds, **spec.meta})
+    rundir.write_json(spec.run_dir / CONFIG_FILE, config_record(
+        spec.config, spec.grid, spec.meta, devices_used=devices_used,
+        checkpoint_seconds=spec.checkpoint_seconds))
 
 
 @dataclasses.dataclass
