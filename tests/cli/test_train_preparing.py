@@ -81,3 +81,23 @@ def test_the_progress_line_reports_each_chunks_speed_and_an_eta_at_the_mean_rate
     second = capsys.readouterr().out
     assert "epoch     6/10" in second and " 50 SAC steps/s" in second and "return 10.0 10.0" in second
     assert "ETA 0.2 min" in second  # (4 + 16) s / 6 epochs * 4 left = 13.3 s
+
+
+def test_log_lines_follow_the_current_stderr_across_in_process_runs(monkeypatch):
+    """Reproducer: the log handler kept the first run's stderr; a later in-process run (a test
+    under capsys) logged into a closed stream and printed 'Logging error' tracebacks."""
+    import io
+    import logging
+
+    from mopo_jax.cli.common import setup_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    setup_logging()
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    setup_logging()
+    logging.getLogger("mopo_jax.train").info("second run")
+    handlers = [h for h in logging.getLogger("mopo_jax").handlers if getattr(h, "_mopo_jax", False)]
+    assert len(handlers) == 1 and second.getvalue().endswith(" second run\n")
+    assert "Logging error" not in second.getvalue()

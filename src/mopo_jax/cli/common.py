@@ -30,11 +30,16 @@ def setup_logging(level: int = logging.INFO) -> None:
     """Send the package's log lines (logger 'mopo_jax') to stderr with timestamps.
 
     Only the 'mopo_jax' logger is configured: other libraries' INFO chatter (e.g. JAX's backend
-    probing) stays silent. Calling it again does not add a second handler.
+    probing) stays silent. Calling it again does not add a second handler; it points the one
+    handler at the current sys.stderr (a caller that redirected it, e.g. a second in-process run).
     """
     logger = logging.getLogger("mopo_jax")
     logger.setLevel(level)
-    if not any(getattr(h, "_mopo_jax", False) for h in logger.handlers):
+    ours = [h for h in logger.handlers if getattr(h, "_mopo_jax", False)]
+    if ours:  # not setStream: it flushes the old stream, which may be closed by now
+        with ours[0].lock:
+            ours[0].stream = sys.stderr
+    else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_Formatter())
         handler._mopo_jax = True
