@@ -12,6 +12,8 @@ i.e. $MOPO_JAX_CACHE_DIR/campaign or ~/.cache/mopo_jax/campaign), as a child
 whose output is appended to <run>/campaign.log. Finished runs are skipped. A failed run is logged
 and the queue moves on; SIGINT/SIGTERM/SIGHUP go to the child and stop the queue. After each run
 finishes, its group's finished runs are published to experiments/results/<date>-<group>/.
+Before a medium-replay run, the behaviour history its dataset is cut from is trained when missing
+(`campaign_history`; its output goes to <root>/behavior-<env>.log).
 `status` reads JSON files only (no JAX) and returns in well under a second.
 """
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from campaign_lib import (LOG_FILE, Entry, holds_run, last_log_line, load_queue_json, now_iso,
                           pid_alive, progress, read_state, status_line, write_state)
+from campaign_history import behavior_command, ensure_history, history_need, history_steps
 from campaign_publish import publish
 from mopo_jax import paths
 
@@ -91,29 +94,53 @@ def _stop_child(proc: subprocess.Popen, signum: int) -> None:
         proc.wait()
 
 
-def run_one(entry: Entry, run_dir: Path, cmd: list[str]) -> int:
+def _child(cmd: list[str], log, on_start=lambda pid: None) -> int | None:
+    """Run `cmd` in its own session, its output appended to the open file `log`, and wait; returns
+    its exit code (None when it could not start). On KeyboardInterrupt/Stop the child gets the
+    signal (`_stop_child`) and the exception propagates."""
+    try:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    except OSError as err:
+        log.write(f"campaign: could not start the child: {err}\n")
+        return None
+    on_start(proc.pid)
+    try:
+        return proc.wait()
+    except (KeyboardInterrupt, Stop) as err:
+        _stop_child(proc, err.signum if isinstance(err, Stop) else signal.SIGINT)
+        raise
+
+
+def run_logged(cmd: list[str], log_path: Path) -> int | None:
+    """`_child` with its output appended to `log_path`, between start and exit lines."""
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n=== campaign: start {now_iso()}: {shlex.join(cmd)}\n")
+        log.flush()
+        code = _child(cmd, log)
+        log.write(f"=== campaign: exit {code} {now_iso()}\n")
+    return code
+
+
+def run_one(entry: Entry, run_dir: Path, cmd: list[str]) -> int | None:
     """Run the train child for `entry`, its output appended to the run's log; returns its exit
     code. On KeyboardInterrupt/Stop the child gets the signal, the state says stopped, and the
     exception propagates."""
     run_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(run_dir)
     attempt = {"started": now_iso(), "command": shlex.join(cmd)}
-    start, proc, code, outcome = time.monotonic(), None, None, None
+    start, code, outcome = time.monotonic(), None, None
+
+    def running(pid: int) -> None:
+        write_state(run_dir, state | {"state": "running", "pid": pid, "campaign_pid": os.getpid()})
+
     with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log:
         log.write(f"\n=== campaign: start {attempt['started']}: {attempt['command']}\n")
         log.flush()
         try:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
-            write_state(run_dir, state | {"state": "running", "pid": proc.pid,
-                                          "campaign_pid": os.getpid()})
-            code = proc.wait()
-        except OSError as err:  # the child could not start
-            log.write(f"campaign: could not start the child: {err}\n")
-        except (KeyboardInterrupt, Stop) as err:
-            if proc is not None:
-                _stop_child(proc, err.signum if isinstance(err, Stop) else signal.SIGINT)
-            code, outcome = (proc.returncode if proc else None), "stopped"
+            code = _child(cmd, log, on_start=running)
+        except (KeyboardInterrupt, Stop):
+            outcome = "stopped"
             raise
         finally:
             attempt |= {"ended": now_iso(), "seconds": round(time.monotonic() - start, 1),
@@ -176,6 +203,8 @@ def _queue_step(entry: Entry, queue, root: Path, results: Path, extra: list[str]
         if not dry_run and not read_state(run_dir).get("published"):
             _publish(entry.group, queue, root, results)
         return True
+    if not _history_ready(entry, root, dry_run):
+        return False
     cmd = train_command(entry, run_dir, extra)
     if dry_run:
         print(shlex.join(["python", *cmd[1:]]))
@@ -188,6 +217,23 @@ def _queue_step(entry: Entry, queue, root: Path, results: Path, extra: list[str]
         return True
     say(f"{entry.name}: FAILED (exit {code}): {last_log_line(run_dir, 300)}; see "
         f"{run_dir / LOG_FILE}; next run", root)
+    return False
+
+
+def _history_ready(entry: Entry, root: Path, dry_run: bool) -> bool:
+    """Train the behaviour history the entry's dataset is cut from when it is missing
+    (`campaign_history`); False when it cannot be had. A dry run prints that command instead."""
+    need = history_need(entry.dataset)
+    if need is None:
+        return True
+    if dry_run:
+        if history_steps(need.run_dir) < need.step:
+            print(shlex.join(["python", *behavior_command(need)[1:]]))
+        return True
+    if ensure_history(need, root, run_logged, lambda message: say(message, root)):
+        return True
+    say(f"{entry.name}: FAILED: the behaviour history its dataset is cut from is not available; "
+        "next run", root)
     return False
 
 

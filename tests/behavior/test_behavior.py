@@ -209,6 +209,8 @@ def test_select_medium_step_on_hand_written_snapshots(tmp_path):
 def test_cli_errors_exit_2(tmp_path, capsys):
     for argv in (["--env", "NoSuchEnv-v0", "--steps", "10", "--logdir", str(tmp_path / "a")],
                  ["--env", "Hopper-v5", "--steps", "0", "--logdir", str(tmp_path / "b")],
+                 ["--env", "Hopper-v5", "--steps", "1000", "--eval-every", "100", "--stop-at", "150",
+                  "--logdir", str(tmp_path / "c")],
                  ["export", "--logdir", str(tmp_path / "missing"), "--level", "medium",
                   "--out", str(tmp_path / "p")],
                  ["export", "--logdir", str(tmp_path), "--level", "medium", "--fraction", "1.5",
@@ -216,8 +218,27 @@ def test_cli_errors_exit_2(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err
+        if "--stop-at" in argv:
+            assert "--stop-at 150 must be a positive multiple of --eval-every (100)" in err
     assert "--fraction must be in (0, 1], got 1.5" in err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_stop_at_gives_the_uninterrupted_runs_first_steps(run, tmp_path, capsys):
+    """A fresh run stopped at the first evaluation holds exactly the rows and the actor snapshot
+    that the fixture's run (killed after that evaluation) has up to there."""
+    logdir, _, killed_at = run
+    first = EVAL_STEPS[0]
+    assert main(_argv(tmp_path / "stopped") + ["--stop-at", str(first)]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["steps"] == first and summary["evaluations"] == 1
+    assert [s for s, _ in list_snapshots(tmp_path / "stopped")] == [first]
+    stopped, full = load_history(tmp_path / "stopped"), load_history(logdir, upto_step=first)
+    assert killed_at >= first and stopped.keys() == full.keys()
+    for key in stopped:
+        np.testing.assert_array_equal(stopped[key], full[key], err_msg=key)
+    snapshot = f"snapshots/step_{first}.msgpack"
+    assert (tmp_path / "stopped" / snapshot).read_bytes() == (logdir / snapshot).read_bytes()
 
 
 def test_default_logdir_is_where_dataset_builds_look(monkeypatch, tmp_path):

@@ -80,3 +80,14 @@ def default_behavior_logdir(config: BehaviorConfig) -> Path:
     else:
         name = env_family(config.env_id, known_only=False)
     return paths.behavior_run_dir(name + (f"-seed{config.seed}" if config.seed else ""))
+
+
+def stop_step(config: BehaviorConfig, stop_at: int | None) -> int:
+    """The env step a run stops at: `stop_at`, which must be a positive multiple of eval_every no
+    larger than total_steps (ValueError names the bad value), or total_steps when None."""
+    if stop_at is None:
+        return config.total_steps
+    if stop_at <= 0 or stop_at % config.eval_every or stop_at > config.total_steps:
+        raise ValueError(f"--stop-at {stop_at} must be a positive multiple of --eval-every "
+                         f"({config.eval_every}) no larger than --steps ({config.total_steps})")
+    return stop_at

@@ -15,7 +15,8 @@ import numpy as np
 from mopo_jax import checkpoint, rundir
 from mopo_jax.behavior import run_files
 from mopo_jax.behavior.artifacts import HISTORY_FIELDS, empty_history, load_history
-from mopo_jax.behavior.config import BehaviorConfig, config_to_dict, eval_seed, reset_seed
+from mopo_jax.behavior.config import (BehaviorConfig, config_to_dict, eval_seed, reset_seed,
+                                     stop_step)
 from mopo_jax.buffer import ModelBuffer, buffer_add, buffer_init, buffer_sample
 from mopo_jax.envs.catalog import HALFCHEETAH_VEL3
 from mopo_jax.envs.evaluate import evaluate_policy
@@ -179,11 +180,12 @@ def _start(config: BehaviorConfig, logdir: Path, resume: bool, obs_dim: int, act
 def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = False, *,
                    on_steps: Callable[[int, int], None] | None = None,
                    on_eval: Callable[[dict], None] | None = None,
-                   command: str | None = None) -> dict:
+                   command: str | None = None, stop_at: int | None = None) -> dict:
     """Train SAC online on `config.env_id`, writing into `logdir`; returns a summary dict.
 
     command: the command line that started the run, as given (recorded in its metadata, snapshots
-    and exported policies); None when a program calls this directly.
+    and exported policies); None when a program calls this directly. stop_at: stop after the
+    evaluation and checkpoint at this env step (`stop_step` checks it; None: total_steps).
 
     on_steps(step, total) is called after every collected chunk and on_eval(row) with every
     evaluation row (as written to evals.jsonl): progress display is the caller's.
@@ -207,12 +209,13 @@ def train_behavior(config: BehaviorConfig, logdir: str | Path, resume: bool = Fa
     holds a checkpoint.
     """
     logdir = Path(logdir)
+    stop = stop_step(config, stop_at)
     env = make_behavior_env(config)
     try:
         with rundir.RunLock(logdir):
             rundir.clean_stale_temp_files(logdir, extra_dirs=(SNAPSHOTS,))
             return _train(config, logdir, resume, env, on_steps or (lambda *_: None),
-                          on_eval or (lambda _: None), command)
+                          on_eval or (lambda _: None), command, stop)
     finally:
         env.close()
 
@@ -241,8 +244,8 @@ def _collect(config: BehaviorConfig, env, act: Callable, actor_params, act_key: 
 
 
 def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on_eval,
-           command: str | None) -> dict:
-    """The body of `train_behavior`, run holding the lock."""
+           command: str | None, stop: int) -> dict:
+    """The body of `train_behavior`, run holding the lock; it stops at env step `stop`."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     meta, state, buffer, history, step, episodes, wall = _start(config, logdir, resume, obs_dim,
                                                                 act_dim, position_dim(env), command)
@@ -255,13 +258,13 @@ def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on
         return chunk_impl(*args)
 
     chunk = jax.jit(counted_chunk, donate_argnums=(0, 1))
-    on_steps(step, config.total_steps)
+    on_steps(step, stop)
     obs = None  # reset lazily, so `episodes` counts exactly the episodes that have rows
     start_step, call_start = step, time.perf_counter()
     segment_start = interval_start = call_start
     interval_step, evals = step, []
     U, E = config.update_every, config.eval_every
-    while step < config.total_steps:
+    while step < stop:
         end = min(step + U, (step // E + 1) * E, config.total_steps)
         obs, episodes = _collect(config, env, act, state.sac.actor_params, act_key, history,
                                  step, end, obs, episodes)
@@ -269,7 +272,7 @@ def _train(config: BehaviorConfig, logdir: Path, resume: bool, env, on_steps, on
         num_updates = np.int32(max(0, end - max(step, config.first_update_step)))  # one per new row
         state, buffer, info = chunk(state, buffer, rows, valid, num_updates)
         step = end
-        on_steps(step, config.total_steps)
+        on_steps(step, stop)
         if step % E and step < config.total_steps:
             continue
         info = {k: float(v) for k, v in jax.device_get(info).items()}

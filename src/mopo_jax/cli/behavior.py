@@ -34,6 +34,9 @@ class BehaviorFlags(BehaviorConfig):
     # ~/.cache/mopo_jax/behavior/<env>[-vel3][-seed<s>])
     logdir: str | None = None
     resume: bool = False  # continue the run in --logdir
+    # stop after the evaluation at this env step (a multiple of --eval-every; --resume continues):
+    # e.g. the first 100000 steps of a 1M-step run, exactly as that run has them
+    stop_at: int | None = None
     progress: bool = True  # a progress bar and one line per evaluation
     # the older spelling of --sac.hidden-sizes, comma-separated: 256,256
     hidden: Annotated[str | None, tyro.conf.arg(metavar="W,W,...")] = None
@@ -79,7 +82,7 @@ class ExportFlags:
 
 
 def _train_with_progress(train_behavior, config, logdir, resume: bool, show: bool,
-                         command: str) -> dict:
+                         command: str, stop_at: int | None = None) -> dict:
     """`train_behavior` with a tqdm bar and one printed line per evaluation (unless not `show`)."""
     from tqdm import tqdm
 
@@ -98,7 +101,7 @@ def _train_with_progress(train_behavior, config, logdir, resume: bool, show: boo
 
     try:
         return train_behavior(config, logdir, resume=resume, on_steps=on_steps, on_eval=on_eval,
-                              command=command)
+                              command=command, stop_at=stop_at)
     finally:
         for bar in bars:
             bar.close()
@@ -114,7 +117,7 @@ def _train(flags: BehaviorFlags, command: str) -> int:
         config = flags.config()
         logdir = flags.logdir or default_behavior_logdir(config)
         summary = _train_with_progress(train_behavior, config, logdir, flags.resume,
-                                       show=flags.progress, command=command)
+                                       show=flags.progress, command=command, stop_at=flags.stop_at)
     except (ValueError, FileNotFoundError, RunDirError) as err:
         return fail(err)
     print(json.dumps(summary))
