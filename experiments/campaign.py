@@ -31,7 +31,8 @@ from pathlib import Path
 
 from campaign_lib import (LOG_FILE, Entry, holds_run, last_log_line, load_queue_json, now_iso,
                           pid_alive, progress, read_state, status_line, write_state)
-from campaign_history import behavior_command, ensure_history, history_need, history_steps
+from campaign_history import (behavior_command, ensure_history, history_need, history_steps,
+                              status_lines)
 from campaign_publish import publish
 from mopo_jax import paths
 
@@ -248,6 +249,8 @@ def show_status(entries, root: Path) -> int:
     print(f"campaign root {root}: {running}")
     for entry in entries:
         print(status_line(entry, root / entry.name))
+    for line in status_lines(root):
+        print(line)
     return 0
 
 

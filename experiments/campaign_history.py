@@ -108,14 +108,50 @@ def ensure_history(need: HistoryNeed, root: Path, run_child: Callable[[list[str]
             os.rename(need.run_dir, aside)
         cmd = behavior_command(need)
         say(f"training the history {need.env}-{LEVEL} is cut from: {shlex.join(cmd[1:])}")
-        marker.write_text(json.dumps({"started": now_iso(), "command": shlex.join(cmd)}, indent=2))
+        _mark(marker, "running", need, command=shlex.join(cmd), started=now_iso())
         code = run_child(cmd, root / LOG.format(env=need.env))
         if code != 0 or history_steps(need.run_dir) < need.step:
             say(f"{name} failed (exit {code}); see {root / LOG.format(env=need.env)}")
+            _mark(marker, f"failed (exit {code})", need)
             return False
     if not snapshot_matches(need):
         say(f"{name}: its snapshot at step {need.step} differs from the shipped {need.env}-medium "
             f"policy, so its history is not the one that policy came from; {need.env}-{LEVEL} is "
             "not built from it (another jax or CPU can change the run: see its evals.jsonl)")
+        _mark(marker, "snapshot differs from the shipped policy", need)
         return False
+    _mark(marker, "done (snapshot matches the shipped policy)", need)
     return True
+
+
+def _mark(marker: Path, state: str, need: HistoryNeed, **fields) -> None:
+    """Record the behaviour run's state in the campaign's marker file (atomically)."""
+    try:
+        old = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    record = old | fields | {"state": state, "steps_needed": need.step, "updated": now_iso()}
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    os.replace(tmp, marker)
+
+
+def status_lines(root: Path) -> list[str]:
+    """One line per behaviour run this campaign started: its state and its last evaluation line
+    in the log (JSON and text only: no JAX)."""
+    lines = []
+    for marker in sorted(root.glob(MARKER.format(env="*"))):
+        env = marker.name[len("behavior-"):-len(".json")]
+        try:
+            record = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        try:
+            log = (root / LOG.format(env=env)).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            log = []
+        last = next((ln.split()[1] for ln in reversed(log) if ln.startswith("step ")), "0")
+        lines.append(f"behaviour history {env} (for {env}-{LEVEL}): {record.get('state', '?')}, "
+                     f"evaluated at step {last} of {record.get('steps_needed', '?')}; "
+                     f"log {root / LOG.format(env=env)}")
+    return lines

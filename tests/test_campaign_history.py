@@ -71,7 +71,10 @@ def test_campaign_trains_the_history_and_checks_its_snapshot(tiny_policy, tmp_pa
     assert (need.run_dir.with_name("hopper.interrupted") / "mine.txt").exists()
     assert ch.history_steps(need.run_dir) == STEP and ch.snapshot_matches(need)
     log = (root / ch.LOG.format(env="hopper")).read_text()
-    assert "--stop-at 300" in log and "=== campaign: exit 0" in log
+    assert "--stop-at 300" in log and "=== campaign: exit 0" in log and "\nstep      300  return" in log
+    (line,) = ch.status_lines(root)
+    assert line.startswith("behaviour history hopper (for hopper-medium-replay): done (snapshot "
+                           "matches the shipped policy), evaluated at step 300 of 300; log ")
 
     said.clear()  # there already: nothing trained again
     assert ch.ensure_history(need, root, campaign.run_logged, said.append) and said == []
@@ -81,3 +84,4 @@ def test_campaign_trains_the_history_and_checks_its_snapshot(tiny_policy, tmp_pa
     assert other.weights_sha256 == hashlib.sha256(b"other weights").hexdigest()
     assert not ch.ensure_history(other, root, campaign.run_logged, said.append)
     assert "differs from the shipped hopper-medium" in said[-1]
+    assert "snapshot differs from the shipped policy" in ch.status_lines(root)[0]

@@ -37,7 +37,7 @@ class BehaviorFlags(BehaviorConfig):
     # stop after the evaluation at this env step (a multiple of --eval-every; --resume continues):
     # e.g. the first 100000 steps of a 1M-step run, exactly as that run has them
     stop_at: int | None = None
-    progress: bool = True  # a progress bar and one line per evaluation
+    progress: bool = True  # a progress bar (one line per evaluation is printed either way)
     # the older spelling of --sac.hidden-sizes, comma-separated: 256,256
     hidden: Annotated[str | None, tyro.conf.arg(metavar="W,W,...")] = None
     batch_size: int | None = None  # the older spelling of --sac.batch-size
@@ -83,7 +83,7 @@ class ExportFlags:
 
 def _train_with_progress(train_behavior, config, logdir, resume: bool, show: bool,
                          command: str, stop_at: int | None = None) -> dict:
-    """`train_behavior` with a tqdm bar and one printed line per evaluation (unless not `show`)."""
+    """`train_behavior` with a tqdm bar (unless not `show`) and one printed line per evaluation."""
     from tqdm import tqdm
 
     bars = []  # made at the first step, so an early error prints no empty bar
@@ -94,10 +94,9 @@ def _train_with_progress(train_behavior, config, logdir, resume: bool, show: boo
         bars[0].update(step - bars[0].n)
 
     def on_eval(row: dict) -> None:
-        if show:
-            bars[0].write(f"step {row['step']:8d}  return {row['return_mean']:9.1f} ± "
-                          f"{row['return_std']:7.1f}  {row['steps_per_second']:7.1f} env+update "
-                          f"steps/s  alpha {row['alpha']:.3f}")
+        bars[0].write(f"step {row['step']:8d}  return {row['return_mean']:9.1f} ± "
+                      f"{row['return_std']:7.1f}  {row['steps_per_second']:7.1f} env+update "
+                      f"steps/s  alpha {row['alpha']:.3f}")  # also without the bar: logs show it
 
     try:
         return train_behavior(config, logdir, resume=resume, on_steps=on_steps, on_eval=on_eval,
