@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from collections.abc import Callable
 
-from campaign_lib import now_iso
+from campaign_lib import now_iso, write_json
 from mopo_jax import paths
 from mopo_jax.run_layout import HISTORY_FILE, SNAPSHOTS
 
@@ -130,10 +130,7 @@ def _mark(marker: Path, state: str, need: HistoryNeed, **fields) -> None:
         old = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         old = {}
-    record = old | fields | {"state": state, "steps_needed": need.step, "updated": now_iso()}
-    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    os.replace(tmp, marker)
+    write_json(marker, old | fields | {"state": state, "steps_needed": need.step, "updated": now_iso()})
 
 
 def status_lines(root: Path) -> list[str]:

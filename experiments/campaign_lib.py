@@ -66,11 +66,16 @@ def read_state(run_dir: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
+def write_json(path: Path, value) -> None:
+    """Replace `path` with `value` as JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_state(run_dir: Path, state: dict) -> None:
-    """Replace the run's campaign.json atomically (temporary file, then rename)."""
-    tmp = run_dir / f".{STATE_FILE}.{os.getpid()}.part"
-    tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
-    os.replace(tmp, run_dir / STATE_FILE)
+    """Replace the run's campaign.json atomically."""
+    write_json(run_dir / STATE_FILE, state)
 
 
 def read_rows(path: Path) -> list[dict]:
