@@ -109,7 +109,11 @@ def ensure_history(need: HistoryNeed, root: Path, run_child: Callable[[list[str]
         cmd = behavior_command(need)
         say(f"training the history {need.env}-{LEVEL} is cut from: {shlex.join(cmd[1:])}")
         _mark(marker, "running", need, command=shlex.join(cmd), started=now_iso())
-        code = run_child(cmd, root / LOG.format(env=need.env))
+        try:
+            code = run_child(cmd, root / LOG.format(env=need.env))
+        except BaseException:  # a stopped campaign: the next start begins this run again
+            _mark(marker, "interrupted (it starts again with the next campaign run)", need)
+            raise
         if code != 0 or history_steps(need.run_dir) < need.step:
             say(f"{name} failed (exit {code}); see {root / LOG.format(env=need.env)}")
             _mark(marker, f"failed (exit {code})", need)

@@ -85,3 +85,17 @@ def test_campaign_trains_the_history_and_checks_its_snapshot(tiny_policy, tmp_pa
     assert not ch.ensure_history(other, root, campaign.run_logged, said.append)
     assert "differs from the shipped hopper-medium" in said[-1]
     assert "snapshot differs from the shipped policy" in ch.status_lines(root)[0]
+
+
+def test_a_stopped_campaign_marks_its_behaviour_run_interrupted(tiny_policy, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    need = ch.history_need("hopper-medium-replay")
+
+    def stopped(cmd, log):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ch.ensure_history(need, root, stopped, lambda message: None)
+    (line,) = ch.status_lines(root)
+    assert "hopper-medium-replay): interrupted (it starts again" in line and "step 0 of 300" in line
