@@ -117,15 +117,16 @@ def test_a_behaviour_run_records_its_command_as_given(monkeypatch, tmp_path, cap
 
     seen = {}
 
-    def fake_train(config, logdir, resume=False, *, on_steps=None, on_eval=None, command=None):
-        seen.update(config=config, logdir=logdir, command=command)
+    def fake_train(config, logdir, resume=False, *, on_steps=None, on_eval=None, command=None,
+                   stop_at=None):
+        seen.update(config=config, logdir=logdir, command=command, stop_at=stop_at)
         return {"ok": True}
 
     monkeypatch.setattr(behavior_train, "train_behavior", fake_train)
     monkeypatch.setattr(behavior, "setup_logging", lambda: None)  # no handler on capsys's stream
     argv = ["--env", "Hopper-v5", "--steps", "2500", "--hidden", "32,32", "--logdir",
-            str(tmp_path / "a b"), "--no-progress"]
-    assert behavior.main(argv) == 0
+            str(tmp_path / "a b"), "--no-progress", "--stop-at", "2000"]
+    assert behavior.main(argv) == 0 and seen["stop_at"] == 2000
     assert seen["command"] == "python -m mopo_jax.behavior " + shlex.join(argv)
     assert shlex.split(seen["command"])[3:] == argv
     assert seen["config"].sac.hidden_sizes == (32, 32) and str(seen["logdir"]) == str(tmp_path / "a b")
