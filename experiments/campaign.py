@@ -5,6 +5,7 @@
     python experiments/campaign.py run -- --checkpoint-minutes 5                # extra train flags
     python experiments/campaign.py status                                       # one line per run
     python experiments/campaign.py publish [--only DATASET]                     # publish again
+    python experiments/campaign.py prepare                                      # histories now
 
 Runs go one at a time, in queue order, each in <root>/<name> (root: <mopo_jax cache>/campaign,
 i.e. $MOPO_JAX_CACHE_DIR/campaign or ~/.cache/mopo_jax/campaign), as a child
@@ -24,7 +25,6 @@ import fcntl
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +33,7 @@ from campaign_lib import (LOG_FILE, Entry, holds_run, last_log_line, load_queue_
                           pid_alive, progress, read_state, status_line, write_state)
 from campaign_history import (behavior_command, ensure_history, history_need, history_steps,
                               status_lines)
+from campaign_proc import Stop, raise_stop, run_logged, start_child
 from campaign_publish import publish
 from mopo_jax import paths
 
@@ -43,20 +44,7 @@ QUEUE = (
     *(Entry("halfcheetah-random", s) for s in (0, 1, 2)),
 )
 RESULTS = Path(__file__).resolve().parent / "results"
-STOP_GRACE_S = 120  # seconds a stopped child gets to exit before it is killed
 CAMPAIGN_LOCK = ".campaign.lock"
-
-
-class Stop(BaseException):
-    """A SIGTERM/SIGHUP arrived: stop the child and the queue (a BaseException, like Ctrl-C)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_stop(signum, frame):
-    raise Stop(signum)
 
 
 def default_root() -> Path:
@@ -85,44 +73,6 @@ def say(message: str, root: Path | None = None) -> None:
             f.write(line + "\n")
 
 
-def _stop_child(proc: subprocess.Popen, signum: int) -> None:
-    """Forward `signum` to the child; kill it after STOP_GRACE_S or on a second interruption."""
-    try:
-        proc.send_signal(signum)
-        proc.wait(timeout=STOP_GRACE_S)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt, Stop):
-        proc.kill()
-        proc.wait()
-
-
-def _child(cmd: list[str], log, on_start=lambda pid: None) -> int | None:
-    """Run `cmd` in its own session, its output appended to the open file `log`, and wait; returns
-    its exit code (None when it could not start). On KeyboardInterrupt/Stop the child gets the
-    signal (`_stop_child`) and the exception propagates."""
-    try:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    except OSError as err:
-        log.write(f"campaign: could not start the child: {err}\n")
-        return None
-    on_start(proc.pid)
-    try:
-        return proc.wait()
-    except (KeyboardInterrupt, Stop) as err:
-        _stop_child(proc, err.signum if isinstance(err, Stop) else signal.SIGINT)
-        raise
-
-
-def run_logged(cmd: list[str], log_path: Path) -> int | None:
-    """`_child` with its output appended to `log_path`, between start and exit lines."""
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n=== campaign: start {now_iso()}: {shlex.join(cmd)}\n")
-        log.flush()
-        code = _child(cmd, log)
-        log.write(f"=== campaign: exit {code} {now_iso()}\n")
-    return code
-
-
 def run_one(entry: Entry, run_dir: Path, cmd: list[str]) -> int | None:
     """Run the train child for `entry`, its output appended to the run's log; returns its exit
     code. On KeyboardInterrupt/Stop the child gets the signal, the state says stopped, and the
@@ -130,18 +80,20 @@ def run_one(entry: Entry, run_dir: Path, cmd: list[str]) -> int | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(run_dir)
     attempt = {"started": now_iso(), "command": shlex.join(cmd)}
-    start, code, outcome = time.monotonic(), None, None
+    start, code, outcome, child = time.monotonic(), None, None, []
 
-    def running(pid: int) -> None:
-        write_state(run_dir, state | {"state": "running", "pid": pid, "campaign_pid": os.getpid()})
+    def running(proc) -> None:
+        child.append(proc)
+        write_state(run_dir, state | {"state": "running", "pid": proc.pid,
+                                      "campaign_pid": os.getpid()})
 
     with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log:
         log.write(f"\n=== campaign: start {attempt['started']}: {attempt['command']}\n")
         log.flush()
         try:
-            code = _child(cmd, log, on_start=running)
+            code = start_child(cmd, log, on_start=running)
         except (KeyboardInterrupt, Stop):
-            outcome = "stopped"
+            code, outcome = (child[0].returncode if child else None), "stopped"
             raise
         finally:
             attempt |= {"ended": now_iso(), "seconds": round(time.monotonic() - start, 1),
@@ -238,6 +190,14 @@ def _history_ready(entry: Entry, root: Path, dry_run: bool) -> bool:
     return False
 
 
+def prepare(entries, root: Path) -> int:
+    """Train now what the entries' datasets need before their runs (`campaign_history`), e.g.
+    beside a running queue; 0 when all of it is there."""
+    needs = [history_need(d) for d in dict.fromkeys(e.dataset for e in entries)]
+    ready = [ensure_history(n, root, run_logged, lambda m: say(m, root)) for n in needs if n]
+    return 0 if all(ready) else 1
+
+
 def show_status(entries, root: Path) -> int:
     """Print one line per queued run (and whether a campaign process holds the root)."""
     try:
@@ -270,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the commands only")
     sub.add_parser("status", parents=[common], help="one line per queued run")
     sub.add_parser("publish", parents=[common], help="publish every group with finished runs")
+    sub.add_parser("prepare", parents=[common], help="train the behaviour histories that queued "
+                   "medium-replay runs need, now (the queue's run does it before them otherwise)")
     return parser
 
 
@@ -285,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     root = (args.root or default_root()).expanduser().resolve()
     if args.command == "status":
         return show_status(entries, root)
+    if args.command == "prepare":
+        root.mkdir(parents=True, exist_ok=True)
+        return prepare(entries, root)
     if args.command == "publish":
         for group in dict.fromkeys(e.group for e in entries):
             if publish(group, queue, root, args.results, "python " + shlex.join(sys.argv)) is None:
@@ -292,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) != signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
-            signal.signal(signum, _raise_stop)
+            signal.signal(signum, raise_stop)
     return run_queue(entries, queue, root, args.results, extra, args.dry_run)
 
 

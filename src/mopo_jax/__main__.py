@@ -3,6 +3,8 @@
 import importlib
 import sys
 
+from mopo_jax.cli.common import exit_process
+
 COMMANDS = {"train": "mopo_jax.cli.train", "data": "mopo_jax.cli.data",
             "dynamics": "mopo_jax.cli.dynamics", "behavior": "mopo_jax.cli.behavior",
             "report": "mopo_jax.cli.report"}
@@ -35,4 +37,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

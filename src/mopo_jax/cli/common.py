@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import sys
 import threading
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import tyro
 
@@ -82,6 +83,19 @@ def interrupted(err: KeyboardInterrupt) -> int:
     message = str(err)
     print(f"interrupted: {message}" if message else "interrupted", file=sys.stderr, flush=True)
     return INTERRUPTED
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a `python -m` command's process with `code`. An interrupted command (INTERRUPTED)
+    flushes its output and ends with os._exit: the interrupt can land while XLA compiles on a
+    background thread, and the interpreter's normal shutdown then crashes under that thread
+    (SIGSEGV, exit -11). What the command keeps was written before it returned."""
+    if code == INTERRUPTED:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 @contextlib.contextmanager

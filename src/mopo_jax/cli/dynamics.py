@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 import time
 
 import tyro
 
-from mopo_jax.cli.common import DatasetName, fail, interrupted, setup_logging, sigterm_as_interrupt
+from mopo_jax.cli.common import (DatasetName, exit_process, fail, interrupted, setup_logging,
+                                 sigterm_as_interrupt)
 from mopo_jax.dynamics.config import DynamicsConfig
 
 PROG = "python -m mopo_jax.dynamics"
@@ -122,4 +122,4 @@ def _print_summary(report, wall: float, out, dataset_name: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from mopo_jax.cli.common import (fail, interrupted, setup_logging, sigterm_as_interrupt,
-                                 storage_error)
+from mopo_jax.cli.common import (exit_process, fail, interrupted, setup_logging,
+                                 sigterm_as_interrupt, storage_error)
 from mopo_jax.cli.train_flags import parse
 
 
@@ -38,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

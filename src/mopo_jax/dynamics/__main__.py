@@ -1,7 +1,6 @@
 """`python -m mopo_jax.dynamics`: see mopo_jax.cli.dynamics."""
 
-import sys
-
+from mopo_jax.cli.common import exit_process
 from mopo_jax.cli.dynamics import main
 
-sys.exit(main())
+exit_process(main())
