@@ -78,6 +78,11 @@ def test_campaign_trains_the_history_and_checks_its_snapshot(tiny_policy, tmp_pa
 
     said.clear()  # there already: nothing trained again
     assert ch.ensure_history(need, root, campaign.run_logged, said.append) and said == []
+    queue = tmp_path / "queue.json"
+    queue.write_text(json.dumps([{"dataset": "hopper-random", "seed": 0},
+                                 {"dataset": "hopper-medium-replay", "seed": 0}]))
+    assert campaign.main(["prepare", "--root", str(root), "--queue-json", str(queue)]) == 0
+    assert ch.history_steps(need.run_dir) == STEP  # nothing trained again
 
     (tiny_policy / "hopper-medium.msgpack").write_bytes(b"other weights")
     other = ch.history_need("hopper-medium-replay")
@@ -85,6 +90,7 @@ def test_campaign_trains_the_history_and_checks_its_snapshot(tiny_policy, tmp_pa
     assert not ch.ensure_history(other, root, campaign.run_logged, said.append)
     assert "differs from the shipped hopper-medium" in said[-1]
     assert "snapshot differs from the shipped policy" in ch.status_lines(root)[0]
+    assert campaign.main(["prepare", "--root", str(root), "--queue-json", str(queue)]) == 1
 
 
 def test_a_stopped_campaign_marks_its_behaviour_run_interrupted(tiny_policy, tmp_path):
