@@ -107,7 +107,7 @@ def ensure_history(need: HistoryNeed, root: Path, run_child: Callable[[list[str]
                 shutil.rmtree(aside)
             os.rename(need.run_dir, aside)
         cmd = behavior_command(need)
-        say(f"training the history {need.env}-{LEVEL} is cut from: {shlex.join(cmd[1:])}")
+        say(f"training the history {need.env}-{LEVEL} is cut from: {shlex.join(['python', *cmd[1:]])}")
         _mark(marker, "running", need, command=shlex.join(cmd), started=now_iso())
         try:
             code = run_child(cmd, root / LOG.format(env=need.env))
