@@ -193,9 +193,19 @@ def _history_ready(entry: Entry, root: Path, dry_run: bool) -> bool:
 def prepare(entries, root: Path) -> int:
     """Train now what the entries' datasets need before their runs (`campaign_history`), e.g.
     beside a running queue; 0 when all of it is there."""
-    needs = [history_need(d) for d in dict.fromkeys(e.dataset for e in entries)]
-    ready = [ensure_history(n, root, run_logged, lambda m: say(m, root)) for n in needs if n]
-    return 0 if all(ready) else 1
+    needs = {d: history_need(d) for d in dict.fromkeys(e.dataset for e in entries)}
+    if not any(needs.values()):
+        say("nothing to prepare: the queued datasets are built or need no behaviour history", root)
+    ready = True
+    for dataset, need in needs.items():
+        if need is None:
+            continue
+        if ensure_history(need, root, run_logged, lambda m: say(m, root)):
+            say(f"{dataset}: its behaviour history is ready ({need.step} steps in {need.run_dir}, "
+                "the snapshot there has the shipped medium weights)", root)
+        else:
+            ready = False
+    return 0 if ready else 1
 
 
 def show_status(entries, root: Path) -> int:
