@@ -135,6 +135,23 @@ def test_a_behaviour_run_records_its_command_as_given(monkeypatch, tmp_path, cap
         "error: total_steps must be a positive integer, got 0"]
 
 
+def test_an_interrupted_behaviour_run_exits_130_with_one_line(monkeypatch, tmp_path, capsys):
+    """Reproducer: Ctrl-C printed a traceback (and the process then died of SIGSEGV), and
+    SIGTERM killed the command unhandled."""
+    from mopo_jax.behavior import train as behavior_train
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(behavior_train, "train_behavior", stopped)
+    monkeypatch.setattr(behavior, "setup_logging", lambda: None)
+    argv = ["--env", "Hopper-v5", "--logdir", str(tmp_path / "run"), "--no-progress"]
+    assert behavior.main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted: training stopped; `--resume` continues the run from its last evaluation's "
+        "checkpoint"]
+
+
 def test_train_flags_class_is_plain_tyro_over_the_configs():
     """TrainFlags is a static dataclass: TrainConfig's fields (grid fields as tuples), then
     RunOptions', help from their comments (no regex over the source, no make_dataclass)."""

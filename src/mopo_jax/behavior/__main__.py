@@ -1,7 +1,6 @@
 """`python -m mopo_jax.behavior`: see mopo_jax.cli.behavior."""
 
-import sys
-
 from mopo_jax.cli.behavior import main
+from mopo_jax.cli.common import exit_process
 
-sys.exit(main())
+exit_process(main())

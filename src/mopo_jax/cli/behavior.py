@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 import tyro
 
 from mopo_jax.behavior.config import TRAINING_REWARDS, BehaviorConfig, default_behavior_logdir
-from mopo_jax.cli.common import command_line, fail, setup_logging
+from mopo_jax.cli.common import (command_line, exit_process, fail, interrupted, setup_logging,
+                                 sigterm_as_interrupt)
 
 PROG = "python -m mopo_jax.behavior"
 
@@ -115,8 +116,13 @@ def _train(flags: BehaviorFlags, command: str) -> int:
     try:
         config = flags.config()
         logdir = flags.logdir or default_behavior_logdir(config)
-        summary = _train_with_progress(train_behavior, config, logdir, flags.resume,
-                                       show=flags.progress, command=command, stop_at=flags.stop_at)
+        with sigterm_as_interrupt():
+            summary = _train_with_progress(train_behavior, config, logdir, flags.resume,
+                                           show=flags.progress, command=command,
+                                           stop_at=flags.stop_at)
+    except KeyboardInterrupt:
+        return interrupted(KeyboardInterrupt(
+            "training stopped; `--resume` continues the run from its last evaluation's checkpoint"))
     except (ValueError, FileNotFoundError, RunDirError) as err:
         return fail(err)
     print(json.dumps(summary))
@@ -165,4 +171,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
