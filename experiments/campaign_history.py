@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from campaign_lib import now_iso, write_json
 from mopo_jax import paths
-from mopo_jax.run_layout import HISTORY_FILE, SNAPSHOTS
+from mopo_jax.run_layout import HISTORY_FILE
 
 LEVEL = "medium-replay"
 MARKER = "behavior-{env}.json"  # in the campaign root: this campaign started that behaviour run
@@ -83,7 +83,10 @@ def behavior_command(need: HistoryNeed) -> list[str]:
 
 def snapshot_matches(need: HistoryNeed) -> bool:
     """Whether the run's actor snapshot at `need.step` has exactly the shipped medium weights."""
-    snapshot = need.run_dir / SNAPSHOTS / f"step_{need.step}.msgpack"
+    from mopo_jax.behavior.artifacts import snapshot_prefix
+    from mopo_jax.checkpoint import msgpack_path
+
+    snapshot = Path(msgpack_path(snapshot_prefix(need.run_dir, need.step)))
     return snapshot.exists() and hashlib.sha256(snapshot.read_bytes()).hexdigest() == need.weights_sha256
 
 
