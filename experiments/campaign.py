@@ -4,6 +4,7 @@
     python experiments/campaign.py run --only hopper-random --dry-run           # print the commands
     python experiments/campaign.py run -- --checkpoint-minutes 5                # extra train flags
     python experiments/campaign.py status                                       # one line per run
+    python experiments/campaign.py stop                 # stop it; the running run checkpoints first
     python experiments/campaign.py publish [--only DATASET]                     # publish again
     python experiments/campaign.py prepare                                      # histories now
 
@@ -33,7 +34,7 @@ from campaign_lib import (LOG_FILE, Entry, holds_run, last_log_line, load_queue_
                           pid_alive, progress, read_state, status_line, write_state)
 from campaign_history import (behavior_command, ensure_history, history_need, history_steps,
                               status_lines)
-from campaign_proc import Stop, raise_stop, run_logged, start_child
+from campaign_proc import Stop, raise_stop, run_logged, start_child, stop_process
 from campaign_publish import publish
 from mopo_jax import paths
 
@@ -208,13 +209,34 @@ def prepare(entries, root: Path) -> int:
     return 0 if ready else 1
 
 
-def show_status(entries, root: Path) -> int:
-    """Print one line per queued run (and whether a campaign process holds the root)."""
+def _campaign_pid(root: Path) -> int | None:
+    """The pid of the campaign process running on `root`, or None."""
     try:
         pid = int((root / CAMPAIGN_LOCK).read_text().strip() or 0)
     except (OSError, ValueError):
-        pid = 0
-    alive = pid_alive(pid, needle="campaign")
+        return None
+    return pid if pid_alive(pid, needle="campaign") else None
+
+
+def stop(root: Path) -> int:
+    """Stop the campaign running on `root` (SIGTERM) and wait for it: its running train child
+    finishes and checkpoints the chunk in flight, so the next `run` loses no epoch."""
+    pid = _campaign_pid(root)
+    if pid is None:
+        print(f"no campaign running on {root}")
+        return 0
+    print(f"stopping campaign process {pid} (its run checkpoints first; up to ~2 minutes)")
+    if not stop_process(pid, lambda p: pid_alive(p, needle="campaign")):
+        print(f"campaign process {pid} is still running; `kill -KILL {pid}` ends it at once")
+        return 1
+    print(f"stopped; {last_log_line(root)}")
+    return 0
+
+
+def show_status(entries, root: Path) -> int:
+    """Print one line per queued run (and whether a campaign process holds the root)."""
+    pid = _campaign_pid(root)
+    alive = pid is not None
     running = f"campaign process {pid} running" if alive else "no campaign running"
     print(f"campaign root {root}: {running}")
     for entry in entries:
@@ -240,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the commands only")
     sub.add_parser("status", parents=[common], help="one line per queued run")
     sub.add_parser("publish", parents=[common], help="publish every group with finished runs")
+    sub.add_parser("stop", parents=[common], help="stop the running campaign; its run "
+                   "checkpoints the epochs in flight first")
     sub.add_parser("prepare", parents=[common], help="train the behaviour histories that queued "
                    "medium-replay runs need, now (the queue's run does it before them otherwise)")
     return parser
@@ -257,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     root = (args.root or default_root()).expanduser().resolve()
     if args.command == "status":
         return show_status(entries, root)
+    if args.command == "stop":
+        return stop(root)
     if args.command == "prepare":
         root.mkdir(parents=True, exist_ok=True)
         return prepare(entries, root)

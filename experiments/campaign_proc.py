@@ -7,6 +7,7 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from campaign_lib import now_iso
@@ -63,3 +64,15 @@ def run_logged(cmd: list[str], log_path: Path) -> int | None:
         code = start_child(cmd, log)
         log.write(f"=== campaign: exit {code} {now_iso()}\n")
     return code
+
+
+def stop_process(pid: int, alive, timeout_s: float = STOP_GRACE_S + 30) -> bool:
+    """SIGTERM `pid` and wait until `alive(pid)` is False; returns whether it ended in time (a
+    campaign forwards the signal to its child, which checkpoints its chunk in flight and exits)."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True

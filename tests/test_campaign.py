@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mopo_jax import rundir
+
 pytestmark = pytest.mark.slow  # one test: the campaign script end to end in subprocesses
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +89,32 @@ def test_campaign_runs_skips_resumes_and_publishes(data_dirs, tmp_path):
     assert "python -m mopo_jax.train --dataset hopper-random --seed 0" in readme
     assert "git commit at publication" in readme and os.uname().machine in readme
     assert "The report failed" not in readme and "1 of 1 queued runs" in readme
+
+
+@pytest.mark.slow
+def test_campaign_stop_checkpoints_the_running_epochs(data_dirs, tmp_path):
+    """Reproducer: stopping the campaign lost the running run's epochs since its last periodic
+    checkpoint (up to 10 minutes). `stop` now ends it with a checkpoint at its last epoch."""
+    import time
+
+    queue = tmp_path / "queue.json"
+    queue.write_text(json.dumps([{"dataset": "hopper-random", "seed": 0, "epochs": 5000}]))
+    opts = ["--root", tmp_path / "root", "--results", tmp_path / "results", "--queue-json", queue]
+    run_dir = tmp_path / "root" / "hopper-random-seed0"
+    campaign = subprocess.Popen([sys.executable, str(SCRIPT), "run", *map(str, opts), "--",
+                                 "--tiny"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((run_dir / "metrics.jsonl").exists() and _epochs(run_dir)):
+            assert time.monotonic() < deadline and campaign.poll() is None
+            time.sleep(0.5)
+        out = _campaign("stop", *opts)
+    finally:
+        campaign.kill()
+    assert campaign.wait() == 128 + 15 and "stopped;" in out
+    state = json.loads((run_dir / "campaign.json").read_text())
+    assert state["state"] == "stopped" and state["returncode"] == 130
+    epochs = _epochs(run_dir)
+    assert epochs == list(range(1, len(epochs) + 1)) and epochs[-1] < 5000
+    assert rundir.checkpoint_metadata(run_dir)["epoch"] == epochs[-1]
+    assert "no campaign running" in _campaign("stop", *opts)

@@ -122,6 +122,16 @@ def broadcast_flag(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
+def any_process_flag(flag: bool) -> bool:
+    """Whether `flag` is True in any process, in every process (a collective, so every process
+    calls it)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.asarray(flag))).any())
+
+
 def processes_differing(digest: bytes) -> list[int]:
     """Indices of the processes whose `digest` (same length everywhere) differs from process 0's,
     known to every process ([] in a single process): a collective, so every process calls it."""

@@ -152,6 +152,23 @@ def test_an_interrupted_behaviour_run_exits_130_with_one_line(monkeypatch, tmp_p
         "checkpoint"]
 
 
+def test_a_first_signal_asks_for_a_stop_and_a_second_interrupts(capfd):
+    import os
+    import signal
+
+    from mopo_jax.cli.common import stop_at_chunk_end
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with stop_at_chunk_end("stopping soon") as stop:
+        assert not stop.requested()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested() and stop.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt, match="second signal"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert capfd.readouterr().err == "stopping soon\n"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def test_train_flags_class_is_plain_tyro_over_the_configs():
     """TrainFlags is a static dataclass: TrainConfig's fields (grid fields as tuples), then
     RunOptions', help from their comments (no regex over the source, no make_dataclass)."""

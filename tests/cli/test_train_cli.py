@@ -136,6 +136,37 @@ def test_resume_of_a_finished_run_keeps_and_extends_results(finished, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_in_the_policy_phase_checkpoints_the_chunk_and_resume_continues(
+        finished, tmp_path, monkeypatch, capfd):
+    """Reproducer: SIGTERM (or Ctrl-C) in the policy phase lost every epoch since the last
+    periodic checkpoint (up to 10 minutes). Now the chunk in flight is finished and saved."""
+    import signal
+
+    from mopo_jax.cli import train_run
+
+    real_evaluate = train_run.evaluate_policies
+
+    def evaluate_then_signal(*args):  # the signal lands while epoch 1 is evaluated
+        os.kill(os.getpid(), signal.SIGTERM)
+        monkeypatch.setattr(train_run, "evaluate_policies", real_evaluate)
+        return real_evaluate(*args)
+
+    monkeypatch.setattr(train_run, "evaluate_policies", evaluate_then_signal)
+    run_dir, args = tmp_path / "stopped", [a if a != "2" else "3" for a in TINY]  # --epochs 3
+    assert main([*args, "--logdir", str(run_dir)]) == 130
+    err = capfd.readouterr().err  # the notice is written to fd 2 directly
+    assert "stopping once the current chunk" in err and "stopped after epoch 2" in err
+    stopped = _rows(run_dir)  # epochs 1-2 as the uninterrupted run has them, less its final eval
+    assert stopped == [{k: r[k] for k in s} for r, s in zip(_rows(finished), stopped)]
+    assert [r["epoch"] for r in stopped] == [1, 2]
+    assert rundir.checkpoint_metadata(run_dir)["epoch"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert main([*args, "--resume", "--logdir", str(run_dir)]) == 0
+    assert [r["epoch"] for r in _rows(run_dir)] == [1, 2, 3]
+    assert _rows(run_dir)[:2] == stopped
+
+
+@pytest.mark.slow
 def test_config_json_repeats_a_run_and_overwrite_replaces(finished, tmp_path):
     repeat = tmp_path / "repeat"
     assert main(["--config", str(finished / "config.json"), "--offline", "--no-progress",

@@ -13,7 +13,7 @@ from mopo_jax.dynamics.fit import fit_many
 from mopo_jax.mopo.config import config_to_dict, tiny
 from mopo_jax.keys import policy_key
 from mopo_jax.mopo.grid import Grid, GridPoint, eval_seeds
-from mopo_jax.mopo.run import RunSpec, TrainingDiverged, resume_mismatch, run
+from mopo_jax.mopo.run import RunSpec, RunStopped, TrainingDiverged, resume_mismatch, run
 from mopo_jax.mopo.train import make_train
 from mopo_jax.sac.policy import deterministic_action
 from mopo_jax.sac.policy_io import load_policy
@@ -123,6 +123,17 @@ def test_kill_and_resume_reproduce_the_uninterrupted_run(setup, tmp_path):
     extended = run(_spec(tmp_path, "killed", grid, resume=True, config=longer), data,
                    _models(models, [0]), evaluate=FakeEval())
     assert [e["epoch"] for e in extended["policies"]["h5-lam1-seed0"]["evaluations"]] == [2, 4, 6]
+    # A requested stop finishes and checkpoints the chunk in flight: nothing is recomputed.
+    asked = []
+    with pytest.raises(RunStopped) as stopped:
+        run(_spec(tmp_path, "stopped", grid), data, _models(models, [0]), evaluate=FakeEval(),
+            stop_requested=lambda: asked.append(1) or True)
+    assert stopped.value.epoch == 2 and len(asked) == 1
+    assert rundir.checkpoint_metadata(tmp_path / "stopped")["epoch"] == 2
+    assert _rows(tmp_path / "stopped") == _rows(tmp_path / "whole")[:2 * 2]
+    run(_spec(tmp_path, "stopped", grid, resume=True), data, _models(models, [0]),
+        evaluate=FakeEval())
+    assert _rows(tmp_path / "whole") == _rows(tmp_path / "stopped")
 
 
 @pytest.mark.slow

@@ -115,3 +115,39 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class StopRequest:
+    """What `stop_at_chunk_end` yields: `requested()` says whether a stop was asked for."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def requested(self) -> bool:
+        """Whether SIGINT or SIGTERM arrived inside the block."""
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def stop_at_chunk_end(notice: str):
+    """Within the block, the first SIGINT/SIGTERM only records a stop request (the training loop
+    asks `requested()` between chunks, then checkpoints and stops) and writes `notice` to stderr;
+    a second one raises KeyboardInterrupt at once. The previous handlers are restored after. Outside
+    the main thread nothing is installed and `requested()` stays False."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum, frame):
+        if request.signum is not None:
+            raise KeyboardInterrupt(f"stopped by a second signal {signum}")
+        request.signum = signum
+        os.write(2, f"{notice}\n".encode())  # not print: the main thread may be mid-print
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

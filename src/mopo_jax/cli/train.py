@@ -19,12 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from mopo_jax.cli import train_run  # the JAX side, imported once the flags are valid
     from mopo_jax.dynamics.resumable import FitInterrupted
+    from mopo_jax.mopo.run import RunStopped
 
     try:
         with sigterm_as_interrupt():
             return train_run.execute(config, coefs, lengths, options, argv)
     except KeyboardInterrupt as err:  # the fit saved its state; training resumes from its checkpoint
-        message = str(err) if isinstance(err, FitInterrupted) else (
+        message = str(err) if isinstance(err, (FitInterrupted, RunStopped)) else (
             "training stopped; the run continues from its last checkpoint with --resume (a run "
             "in the default directory: the same command again)")
         return interrupted(KeyboardInterrupt(message))

@@ -21,7 +21,7 @@ from mopo_jax import rundir
 from mopo_jax.cli.train_checks import (IDENTITY_OPTIONS, check_memory, check_resumed_data,
                                        check_run_dir, check_same_settings, clear_run_files,
                                        default_logdir, holds_run)
-from mopo_jax.cli.common import command_line
+from mopo_jax.cli.common import command_line, stop_at_chunk_end
 from mopo_jax.cli.train_flags import PROG, RunOptions
 from mopo_jax.data.flat import check_env_dims
 from mopo_jax.data.load import DatasetError, load_dataset
@@ -37,6 +37,9 @@ from mopo_jax.sharding import barrier
 from mopo_jax.tracking import make_tracker
 
 log = logging.getLogger("mopo_jax.train")
+STOP_NOTICE = ("stopping once the current chunk of epochs is done and checkpointed (seconds on a "
+               "GPU, up to a minute on a CPU); interrupt again to stop at once, losing the epochs "
+               "since the last checkpoint")
 PREPARING = "preparing its dynamics ensembles (fitting or loading them)"
 USER_ERRORS = (ValueError, DatasetError, FitFailed, rundir.RunDirError, TrainingDiverged,
                FileNotFoundError, PermissionError, ImportError)
@@ -188,8 +191,9 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
         if tracker is not None:
             callbacks.append(tracker.log_rows)
         try:
-            results = run(spec, data, models, callbacks=callbacks,
-                          evaluate=lambda actors, seeds: evaluate_policies(actors, env, seeds))
+            with stop_at_chunk_end(STOP_NOTICE) as stop:
+                results = run(spec, data, models, callbacks=callbacks, stop_requested=stop.requested,
+                              evaluate=lambda actors, seeds: evaluate_policies(actors, env, seeds))
         finally:
             if tracker is not None:
                 tracker.close()

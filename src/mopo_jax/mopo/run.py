@@ -31,14 +31,25 @@ from mopo_jax.mopo.group import (EvaluateFn, Group, TrainingDiverged, evaluate_g
 from mopo_jax.mopo.results import build_results
 from mopo_jax.mopo.schedule import chunk_plan, evaluates_at
 from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE, RESULTS_FILE
-from mopo_jax.sharding import broadcast_flag, gather, replicate, seed_mesh
+from mopo_jax.sharding import any_process_flag, broadcast_flag, gather, replicate, seed_mesh
 from mopo_jax.types import Transitions
 
-__all__ = ["EvaluateFn", "RowsCallback", "RunSpec", "TrainingDiverged", "resume_mismatch", "run"]
+__all__ = ["EvaluateFn", "RowsCallback", "RunSpec", "RunStopped", "TrainingDiverged", "resume_mismatch",
+           "run"]
 
 log = logging.getLogger("mopo_jax.run")
 
 RowsCallback = Callable[[list[dict]], None]
+
+
+class RunStopped(KeyboardInterrupt):
+    """`run` stopped early on request, after its last chunk was read and checkpointed: `epoch`
+    epochs are done and saved, and a resume continues from there without recomputing any."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"stopped after epoch {epoch}, with a checkpoint there: --resume continues "
+                         "from it")
+        self.epoch = epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +241,8 @@ def _finish(spec: RunSpec, groups: dict[int, Group], pending: _Pending, progress
 
 
 def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: EvaluateFn,
-        callbacks: Sequence[RowsCallback] = (), clock: Callable[[], float] = time.monotonic) -> dict:
+        callbacks: Sequence[RowsCallback] = (), clock: Callable[[], float] = time.monotonic,
+        stop_requested: Callable[[], bool] = lambda: False) -> dict:
     """Train every policy of `spec.grid` chunk by chunk (see `chunk_plan`) in `spec.run_dir`,
     evaluating after the epochs `evaluates_at` names and, after the last one, on
     config.final_eval_episodes fresh start states.
@@ -241,6 +253,8 @@ def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: Ev
       evaluate: `evaluate(actor params [P, ...], reset seeds [P, E]) -> returns [P, E]`.
       callbacks: each called with the metric rows of every finished chunk (progress, trackers).
       clock: the wall clock of the checkpoint cadence (injectable for tests).
+      stop_requested: asked once per chunk (in every process; any process's True counts); when it
+        says True, the chunk in flight is finished, read and checkpointed and RunStopped is raised.
     Each rollout length is one compiled group; all groups advance together. While the device runs
     chunk k+1, the actors copied out of chunk k are evaluated on the host. The caller holds the
     run-directory lock. Returns the results dict (also written to results.json).
@@ -267,9 +281,13 @@ def run(spec: RunSpec, data: Transitions, models: EnsembleModel, *, evaluate: Ev
         if pending is not None:  # read chunk k while the devices run chunk k+1
             finish(pending, progress, final=False)
         pending, done = chunk, chunk.epochs_done
-        if done >= config.epochs or cadence.due():  # the same branch in every process
-            finish(pending, progress, final=done >= config.epochs)
+        last = done >= config.epochs
+        stop = not last and any_process_flag(stop_requested())
+        if last or stop or cadence.due():  # the same branch in every process
+            finish(pending, progress, final=last)
             pending = None
             _checkpoint(spec, groups, done)
             cadence.restart()
+            if stop:
+                raise RunStopped(done)
     return build_results(progress.rows, [p.id for p in spec.grid.policies()], spec.meta)
