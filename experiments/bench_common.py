@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import jaxlib
 
 from mopo_jax.buffer import ModelBuffer, sample_mixed_batch, sample_rows
-from mopo_jax.checkpoint import atomic_write_bytes
+from mopo_jax.files import atomic_write_bytes
 from mopo_jax.mopo.config import preset, tiny
 from mopo_jax.dynamics.model import EnsembleModel, init_ensemble_params
 from mopo_jax.mopo.train import make_train

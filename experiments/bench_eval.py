@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from bench_common import machine_info, stats
-from mopo_jax.checkpoint import atomic_write_bytes
+from mopo_jax.files import atomic_write_bytes
 from mopo_jax.envs.evaluate import evaluate_policies, evaluate_policy
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.update import init_sac

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench_common import ENVS, machine_info, stats, synthetic_data
-from mopo_jax.checkpoint import atomic_write_bytes
+from mopo_jax.files import atomic_write_bytes
 from mopo_jax.dynamics import chunks
 from mopo_jax.dynamics import fit as dyn_fit
 from mopo_jax.dynamics.config import DynamicsConfig

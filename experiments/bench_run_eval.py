@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from bench_common import machine_info, synthetic_data, synthetic_model
-from mopo_jax.checkpoint import atomic_write_bytes
+from mopo_jax.files import atomic_write_bytes
 from mopo_jax.envs.evaluate import evaluate_policies
 from mopo_jax.mopo.config import preset
 from mopo_jax.mopo.grid import Grid

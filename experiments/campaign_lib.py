@@ -9,6 +9,7 @@ import statistics
 import time
 from pathlib import Path
 
+from mopo_jax.files import atomic_write_bytes  # JAX-free
 from mopo_jax.mopo.results import LAST_K  # the report's last-K window (numpy only, no JAX)
 from mopo_jax.run_layout import METRICS_FILE, RESULTS_FILE, holds_run  # the train command's own test
 
@@ -67,10 +68,9 @@ def read_state(run_dir: Path) -> dict:
 
 
 def write_json(path: Path, value) -> None:
-    """Replace `path` with `value` as JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    """Replace `path` with `value` as JSON atomically (`files.atomic_write_bytes`: temp file,
+    fsync, rename)."""
+    atomic_write_bytes(path, json.dumps(value, indent=2).encode("utf-8"))
 
 
 def write_state(run_dir: Path, state: dict) -> None:

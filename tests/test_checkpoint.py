@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from mopo_jax import checkpoint
+from mopo_jax import checkpoint, files
 
 
 def _tree():
@@ -94,7 +94,7 @@ def test_prng_keys_round_trip_through_key_data(tmp_path):
 _PAIR_KILL_SCRIPT = """
 import json, os, sys
 import numpy as np
-from mopo_jax import checkpoint
+from mopo_jax import checkpoint, files
 
 def save_then_die(prefix, die_before):
     checkpoint.save_pytree(prefix, {"v": np.array(1, np.int32)}, {"v": 1})
@@ -148,7 +148,7 @@ def test_pair_killed_at_each_rename_loads_old_or_new(killed_pairs, die_before):
 def test_atomic_write_respects_umask(tmp_path):
     old = os.umask(0o007)
     try:
-        checkpoint.atomic_write_bytes(tmp_path / "f.bin", b"x")
+        files.atomic_write_bytes(tmp_path / "f.bin", b"x")
     finally:
         os.umask(old)
     assert os.stat(tmp_path / "f.bin").st_mode & 0o777 == 0o660

@@ -156,10 +156,10 @@ def test_files_get_the_umask_mode(tmp_path, umask):
             pass
     finally:
         os.umask(old)
-    files = ["config.json", "metrics.jsonl", ".lock", "model.msgpack", "model.json",
+    names = ["config.json", "metrics.jsonl", ".lock", "model.msgpack", "model.json",
              f"checkpoints/{gen.name}/state.msgpack", f"checkpoints/{gen.name}/meta.json"]
-    assert {f: oct(os.stat(tmp_path / f).st_mode & 0o777) for f in files} == dict.fromkeys(
-        files, oct(0o666 & ~umask))
+    assert {f: oct(os.stat(tmp_path / f).st_mode & 0o777) for f in names} == dict.fromkeys(
+        names, oct(0o666 & ~umask))
     assert os.stat(gen).st_mode & 0o777 == 0o777 & ~umask
 
 
@@ -216,21 +216,21 @@ def test_template_mismatch_is_not_silently_loaded(tmp_path):
 _KILL_SCRIPT = textwrap.dedent("""
     import json, os, shutil, sys
     import numpy as np
-    from mopo_jax import checkpoint, rundir
+    from mopo_jax import files, rundir
 
     def save_then_die(run_dir, point):
         tree = lambda v: {"w": np.full(3, v, np.float32), "step": np.array(v, np.int32)}
         for v in (1, 2, 3):
             rundir.save_checkpoint(run_dir, tree(v), {"step": v})
         die = lambda *args, **kwargs: os._exit(17)
-        write, rename = checkpoint.write_new_file, os.rename
+        write, rename = files.write_new_file, os.rename
         if point in ("after-state-write", "after-meta-write"):
             name = "state.msgpack" if point == "after-state-write" else "meta.json"
             def patched(path, data):
                 write(path, data)
                 if os.path.basename(path) == name:
                     die()
-            checkpoint.write_new_file = patched
+            files.write_new_file = patched
         elif point == "before-rename":
             os.rename = die
         elif point == "after-rename":

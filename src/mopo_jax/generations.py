@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mopo_jax import checkpoint
+from mopo_jax import checkpoint, files
 from mopo_jax.run_layout import CHECKPOINTS, META_FILE, STATE_FILE, RunDirError
 
 log = logging.getLogger("mopo_jax")
@@ -63,14 +63,14 @@ def save_checkpoint(run_dir: str | Path, tree: Any, metadata: dict) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        checkpoint.write_new_file(tmp / STATE_FILE, payload)
-        checkpoint.write_new_file(tmp / META_FILE, meta)
-        checkpoint.fsync_dir(tmp)
+        files.write_new_file(tmp / STATE_FILE, payload)
+        files.write_new_file(tmp / META_FILE, meta)
+        files.fsync_dir(tmp)
         os.rename(tmp, final)  # fails (rather than merging) if `final` appeared meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    checkpoint.fsync_dir(parent)
+    files.fsync_dir(parent)
     for _, folder in older[KEEP_GENERATIONS - 1:]:
         try:
             _remove_generation(folder)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Self
 
-from mopo_jax import checkpoint, generations
+from mopo_jax import files, generations
 from mopo_jax.generations import (checkpoint_metadata, has_checkpoint, load_checkpoint,
                                   save_checkpoint)
 from mopo_jax.run_layout import CHECKPOINTS, LOCK_FILE, POLICIES, RunDirError
@@ -88,7 +88,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     if path.is_symlink():
         raise RunDirError(f"{path} is a symbolic link; refusing to replace it (remove the link, or "
                           "use another run directory)")
-    checkpoint.atomic_write_bytes(path, text.encode("utf-8"))
+    files.atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _open_no_follow(path: Path, flags: int) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mopo_jax import checkpoint
+from mopo_jax import checkpoint, files
 from mopo_jax.envs.evaluate import evaluate_policy
 from mopo_jax.envs.extras import EXTRA_FIELDS, StepExtras, step_extras
 from mopo_jax.run_layout import HISTORY_FILE, SNAPSHOTS
@@ -47,9 +47,9 @@ def empty_history(total: int, obs_dim: int, act_dim: int, pos_dim: int) -> dict:
 
 def save_history(logdir: str | Path, history: dict, num_steps: int) -> None:
     """Write rows [0, num_steps) (via `cut_history`) to `<logdir>/history.npz` atomically
-    (`checkpoint.atomic_write`: temp file + os.replace, mode 0o666 & ~umask)."""
+    (`files.atomic_write`: temp file + os.replace, mode 0o666 & ~umask)."""
     arrays = cut_history(history, num_steps)
-    checkpoint.atomic_write(Path(logdir) / HISTORY_FILE,
+    files.atomic_write(Path(logdir) / HISTORY_FILE,
                             lambda f: np.savez(f, num_steps=np.int64(num_steps), **arrays))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopo_jax.checkpoint import atomic_write_bytes
+from mopo_jax.files import atomic_write_bytes
 from mopo_jax.report.runs import RETURN, SCORE, PolicyHistory, eval_series, has_scores, metric_series
 
 MAX_PNG_BYTES = 200_000
