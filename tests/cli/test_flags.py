@@ -152,6 +152,26 @@ def test_an_interrupted_behaviour_run_exits_130_with_one_line(monkeypatch, tmp_p
         "checkpoint"]
 
 
+@pytest.mark.parametrize("command", ["data", "report"])
+def test_an_interrupted_data_or_report_command_exits_130_with_one_line(command, monkeypatch,
+                                                                         tmp_path, capsys):
+    """Reproducer: Ctrl-C printed a traceback, and SIGTERM killed the command unhandled."""
+    import mopo_jax.data.load
+    import mopo_jax.report
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    cli = {"data": data, "report": report}[command]
+    monkeypatch.setattr({"data": mopo_jax.data.load, "report": mopo_jax.report}[command],
+                        {"data": "load_dataset", "report": "report"}[command], stopped)
+    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    argv = ["--dataset", "hopper-random"] if command == "data" else [str(tmp_path)]
+    assert cli.main(argv) == 130
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("interrupted: the ")
+
+
 def test_a_first_signal_asks_for_a_stop_and_a_second_interrupts(capfd):
     import os
     import signal

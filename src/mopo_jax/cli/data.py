@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import tyro
 
-from mopo_jax.cli.common import DatasetName, fail, setup_logging
+from mopo_jax.cli.common import (DatasetName, exit_process, fail, interrupted, setup_logging,
+                                 sigterm_as_interrupt)
 
 PROG = "python -m mopo_jax.data"
 
@@ -37,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     from mopo_jax.data.load import DatasetError, load_dataset, summary
 
     try:
-        dataset = load_dataset(flags.dataset, num_steps=flags.num_steps,
-                               allow_download=False if flags.offline else None,
-                               download_timeout_s=flags.download_timeout, rebuild=flags.rebuild)
+        with sigterm_as_interrupt():
+            dataset = load_dataset(flags.dataset, num_steps=flags.num_steps,
+                                   allow_download=False if flags.offline else None,
+                                   download_timeout_s=flags.download_timeout, rebuild=flags.rebuild)
+    except KeyboardInterrupt:
+        return interrupted(KeyboardInterrupt(
+            "the dataset was not stored (a build or download stopped midway leaves nothing in "
+            "place); the same command starts it again"))
     except (ValueError, DatasetError, OSError) as err:  # OSError: e.g. a read-only Minari root
         return fail(err)
     print(summary(dataset))
@@ -47,4 +52,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -9,7 +9,8 @@ from typing import Annotated
 import tyro
 from tyro.constructors import PrimitiveConstructorSpec
 
-from mopo_jax.cli.common import fail, setup_logging
+from mopo_jax.cli.common import (exit_process, fail, interrupted, setup_logging,
+                                 sigterm_as_interrupt)
 
 PROG = "python -m mopo_jax.report"
 # One or more positional directories (a plain tuple positional would accept none).
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     from mopo_jax.rundir import RunDirError
 
     try:
-        result = report(list(flags.run_dirs), flags.out, plots=flags.plots)
+        with sigterm_as_interrupt():
+            result = report(list(flags.run_dirs), flags.out, plots=flags.plots)
+    except KeyboardInterrupt:
+        return interrupted(KeyboardInterrupt(
+            "the report is unfinished; each file it wrote is complete (written atomically)"))
     except (RunDirError, ValueError, OSError) as err:
         return fail(err)
     print(result["table"])
@@ -57,4 +62,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -1,7 +1,6 @@
 """`python -m mopo_jax.data`: see mopo_jax.cli.data."""
 
-import sys
-
+from mopo_jax.cli.common import exit_process
 from mopo_jax.cli.data import main
 
-sys.exit(main())
+exit_process(main())

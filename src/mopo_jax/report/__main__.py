@@ -1,7 +1,6 @@
 """`python -m mopo_jax.report`: see mopo_jax.cli.report."""
 
-import sys
-
+from mopo_jax.cli.common import exit_process
 from mopo_jax.cli.report import main
 
-sys.exit(main())
+exit_process(main())
