@@ -46,6 +46,7 @@ QUEUE = (
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 CAMPAIGN_LOCK = ".campaign.lock"
+HEARTBEAT_S = 60.0  # seconds between updates of a running attempt's record
 
 
 def default_root() -> Path:
@@ -76,33 +77,36 @@ def say(message: str, root: Path | None = None) -> None:
 
 def run_one(entry: Entry, run_dir: Path, cmd: list[str]) -> int | None:
     """Run the train child for `entry`, its output appended to the run's log; returns its exit
-    code. On KeyboardInterrupt/Stop the child gets the signal, the state says stopped, and the
-    exception propagates."""
+    code. The attempt is recorded in the run's state as it runs (its seconds every HEARTBEAT_S), so
+    a campaign killed outright still leaves it. On KeyboardInterrupt/Stop the child gets the
+    signal, the state says stopped, and the exception propagates."""
     run_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(run_dir)
-    attempt = {"started": now_iso(), "command": shlex.join(cmd)}
+    prior, attempt = state.get("attempts", []), {"started": now_iso(), "command": shlex.join(cmd)}
     start, code, outcome, child = time.monotonic(), None, None, []
+
+    def save(**run_fields) -> None:
+        attempt["seconds"] = round(time.monotonic() - start, 1)
+        write_state(run_dir, state | run_fields | {"attempts": prior + [attempt]})
 
     def running(proc) -> None:
         child.append(proc)
-        write_state(run_dir, state | {"state": "running", "pid": proc.pid,
-                                      "campaign_pid": os.getpid()})
+        save(state="running", pid=proc.pid, campaign_pid=os.getpid())
 
     with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log:
         log.write(f"\n=== campaign: start {attempt['started']}: {attempt['command']}\n")
         log.flush()
         try:
-            code = start_child(cmd, log, on_start=running)
+            code = start_child(cmd, log, on_start=running, on_tick=lambda: save(
+                state="running", pid=child[0].pid, campaign_pid=os.getpid()), tick_s=HEARTBEAT_S)
         except (KeyboardInterrupt, Stop):
             code, outcome = (child[0].returncode if child else None), "stopped"
             raise
         finally:
-            attempt |= {"ended": now_iso(), "seconds": round(time.monotonic() - start, 1),
-                        "returncode": code}
+            attempt |= {"ended": now_iso(), "returncode": code}
             if outcome is None:
                 outcome = "finished" if progress(run_dir, entry.epochs).complete else "failed"
-            write_state(run_dir, state | {"state": outcome, "pid": None, "returncode": code,
-                                          "attempts": state.get("attempts", []) + [attempt]})
+            save(state=outcome, pid=None, returncode=code)
             log.write(f"=== campaign: {outcome} {attempt['ended']} (exit {code})\n")
     return code
 

@@ -38,10 +38,12 @@ def _stop_child(proc: subprocess.Popen, signum: int) -> None:
         proc.wait()
 
 
-def start_child(cmd: list[str], log, on_start=lambda proc: None) -> int | None:
+def start_child(cmd: list[str], log, on_start=lambda proc: None, on_tick=lambda: None,
+                tick_s: float = 60.0) -> int | None:
     """Run `cmd` in its own session, its output appended to the open file `log`, and wait; returns
-    its exit code (None when it could not start); `on_start(proc)` runs once it has started. On
-    KeyboardInterrupt/Stop the child gets the signal (`_stop_child`) and the exception propagates."""
+    its exit code (None when it could not start); `on_start(proc)` runs once it has started and
+    `on_tick()` every `tick_s` seconds while it runs. On KeyboardInterrupt/Stop the child gets the
+    signal (`_stop_child`) and the exception propagates."""
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -50,7 +52,11 @@ def start_child(cmd: list[str], log, on_start=lambda proc: None) -> int | None:
         return None
     on_start(proc)
     try:
-        return proc.wait()
+        while True:
+            try:
+                return proc.wait(timeout=tick_s)
+            except subprocess.TimeoutExpired:
+                on_tick()
     except (KeyboardInterrupt, Stop) as err:
         _stop_child(proc, err.signum if isinstance(err, Stop) else signal.SIGINT)
         raise

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from campaign_lib import (LAST_K, Entry, duration, now_iso, pid_alive, progress, read_state,
+from campaign_lib import (LAST_K, LOG_FILE, Entry, duration, now_iso, pid_alive, progress, read_state,
                           write_state)
 from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE, POLICIES, RESULTS_FILE
 
@@ -46,6 +46,15 @@ def _fmt(value, digits: int = 1) -> str:
     return "—" if not isinstance(value, (int, float)) else f"{value:.{digits}f}"
 
 
+def _starts_logged(run_dir: Path) -> int:
+    """How many times the campaign started the run's child (its campaign.log's start lines)."""
+    try:
+        text = (run_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0
+    return sum(line.startswith("=== campaign: start ") for line in text.splitlines())
+
+
 def _run_row(entry: Entry, run_dir: Path) -> str:
     """One README table row: the run, its config, scores and wall-clock."""
     config = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -54,7 +63,9 @@ def _run_row(entry: Entry, run_dir: Path) -> str:
     summary = results["policies"][pid]
     grid, prog = config.get("grid", {}), progress(run_dir, entry.epochs)
     attempts = read_state(run_dir).get("attempts", [])
-    wall = sum(a.get("seconds", 0.0) for a in attempts)
+    wall, starts = sum(a.get("seconds", 0.0) for a in attempts), _starts_logged(run_dir)
+    counted = f"{len(attempts)} starts" + (
+        f", {starts - len(attempts)} more unrecorded" if starts > len(attempts) else "")
     scored = summary.get(f"last{LAST_K}_normalized_score") is not None
     score = "normalized_score" if scored else "return_mean"
     values = lambda key: ", ".join(f"{v:g}" for v in grid.get(key, []))  # noqa: E731
@@ -62,7 +73,7 @@ def _run_row(entry: Entry, run_dir: Path) -> str:
             f"{results['epochs']} | {_fmt(summary.get(f'final_{score}'))} | "
             f"{_fmt(summary.get(f'last{LAST_K}_{score}'))} | "
             f"{_fmt(summary.get(f'final_eval_{score}'))} | "
-            f"{duration(wall) + f' ({len(attempts)} starts)' if attempts else '—'} | "
+            f"{duration(wall) + f' ({counted})' if attempts else '—'} | "
             f"{duration(prog.training_seconds)} | {config.get('device', '?')} |")
 
 
@@ -82,8 +93,10 @@ def readme(group: str, done: list[tuple[Entry, Path]], total: int, out: Path, re
         "| device |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *(_run_row(entry, run_dir) for entry, run_dir in done), "",
-        "Wall-clock: the campaign's train processes from start to exit, all starts summed (dataset, "
-        "dynamics fit, compilation, checkpoints, resumes); training: the compiled chunks' seconds.",
+        "Wall-clock: the campaign's train processes from start to exit, all recorded starts summed "
+        "(dataset, dynamics fit, compilation, checkpoints, resumes; a start ended by a kill counts "
+        "to its last minute; \"unrecorded\" starts ran before the campaign recorded starts as they "
+        "ran and are not counted); training: the compiled chunks' seconds.",
         "", "## Commands", "", "```bash", campaign_cmd, "# which ran, per run (from its config.json):",
         *(c.get("command", "?") for c in configs),
         f"python -m mopo_jax.report {' '.join(str(d) for _, d in done)} --out {shown}", "```", "",

@@ -89,6 +89,7 @@ def test_campaign_runs_skips_resumes_and_publishes(data_dirs, tmp_path):
     assert "python -m mopo_jax.train --dataset hopper-random --seed 0" in readme
     assert "git commit at publication" in readme and os.uname().machine in readme
     assert "The report failed" not in readme and "1 of 1 queued runs" in readme
+    assert "(2 starts) |" in readme  # both starts recorded, none unrecorded
 
 
 @pytest.mark.slow
@@ -108,13 +109,29 @@ def test_campaign_stop_checkpoints_the_running_epochs(data_dirs, tmp_path):
         while not ((run_dir / "metrics.jsonl").exists() and _epochs(run_dir)):
             assert time.monotonic() < deadline and campaign.poll() is None
             time.sleep(0.5)
+        # the running attempt is on record already (a campaign killed outright leaves it)
+        (running,) = json.loads((run_dir / "campaign.json").read_text())["attempts"]
+        assert "ended" not in running and "--epochs 5000" in running["command"]
         out = _campaign("stop", *opts)
     finally:
         campaign.kill()
     assert campaign.wait() == 128 + 15 and "stopped;" in out
     state = json.loads((run_dir / "campaign.json").read_text())
     assert state["state"] == "stopped" and state["returncode"] == 130
+    (attempt,) = state["attempts"]
+    assert attempt["returncode"] == 130 and attempt["seconds"] > 0 and "ended" in attempt
     epochs = _epochs(run_dir)
     assert epochs == list(range(1, len(epochs) + 1)) and epochs[-1] < 5000
     assert rundir.checkpoint_metadata(run_dir)["epoch"] == epochs[-1]
     assert "no campaign running" in _campaign("stop", *opts)
+
+
+def test_a_running_child_is_ticked_until_it_exits(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from campaign_proc import start_child
+
+    ticks = []
+    with open(tmp_path / "log", "w") as log:
+        code = start_child([sys.executable, "-c", "import time; time.sleep(1.2); print('done')"],
+                           log, on_tick=lambda: ticks.append(1), tick_s=0.25)
+    assert code == 0 and 3 <= len(ticks) <= 5 and (tmp_path / "log").read_text() == "done\n"
