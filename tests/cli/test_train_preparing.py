@@ -1,6 +1,7 @@
 """The train command before its first policy epoch: the run folder during the fit, the cache, progress."""
 
 import json
+import re
 
 import pytest
 
@@ -76,6 +77,7 @@ def test_the_progress_line_reports_each_chunks_speed_and_an_eta_at_the_mean_rate
     show([_row(e, 4.0, p) for e in (1, 2) for p in "ab"])  # 2 epochs in 4 s
     first = capsys.readouterr().out
     assert "epoch     2/10" in first and " 100 SAC steps/s" in first  # 2 * 100 * 2 / 4
+    assert re.fullmatch(r"\d\d:\d\d:\d\d epoch .*\n", first)  # timestamped as the log lines
     assert "ETA 0.3 min" in first  # 2 s per epoch * 8 epochs left = 16 s
     show([_row(e, 16.0, p, 10.0) for e in (3, 4, 5, 6) for p in "ab"])  # 4 epochs in 16 s
     second = capsys.readouterr().out

@@ -99,8 +99,9 @@ def _write_early_config(run_dir: Path, config: TrainConfig, grid: Grid, meta: di
 
 
 def _printer(config: TrainConfig, grid: Grid):
-    """A rows callback printing one line per finished chunk: its evaluations (if any), the SAC
-    speed of that chunk, and the ETA at the mean rate of the chunks seen so far."""
+    """A rows callback printing one line per finished chunk, timestamped like the log lines: its
+    evaluations (if any), the SAC speed of that chunk, and the ETA at the mean rate of the chunks
+    seen so far."""
     policies, seen = len(grid.policies()), {"epochs": 0, "seconds": 0.0}
 
     def show(rows: list[dict]) -> None:
@@ -111,7 +112,7 @@ def _printer(config: TrainConfig, grid: Grid):
         seen["seconds"] += seconds
         speed = chunk_epochs * config.steps_per_epoch * policies / max(seconds, 1e-9)
         eta = seen["seconds"] / seen["epochs"] * (config.epochs - epoch)
-        line = f"epoch {epoch:5d}/{config.epochs}"
+        line = f"{time.strftime('%H:%M:%S')} epoch {epoch:5d}/{config.epochs}"  # as log lines
         if "eval_return" in last[0]:
             scores = [r["normalized_score"] for r in last]
             line += "  return " + " ".join(f"{r['eval_return']:.1f}" for r in last)
@@ -121,7 +122,8 @@ def _printer(config: TrainConfig, grid: Grid):
                  f"  ETA {eta / 60:.1f} min")
         print(line, flush=True)
         if "final_eval_return" in last[0]:
-            print(f"final evaluation ({last[0]['final_eval_episodes']} fresh episodes): return "
+            print(f"{time.strftime('%H:%M:%S')} final evaluation "
+                  f"({last[0]['final_eval_episodes']} fresh episodes): return "
                   + " ".join(f"{r['final_eval_return']:.1f}" for r in last), flush=True)
 
     return show
