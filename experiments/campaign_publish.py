@@ -42,6 +42,12 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
+def code_changes() -> str:
+    """`git status --porcelain` of the repository outside experiments/results ("unknown" without
+    git): publications, this one's temporary folder included, are not changes to the code."""
+    return _git("status", "--porcelain", "--", ".", ":(exclude)experiments/results")
+
+
 def _fmt(value, digits: int = 1) -> str:
     return "—" if not isinstance(value, (int, float)) else f"{value:.{digits}f}"
 
@@ -81,7 +87,8 @@ def readme(group: str, done: list[tuple[Entry, Path]], total: int, out: Path, re
            campaign_cmd: str) -> str:
     """README.md of a publication: runs, exact commands, commit, machine, wall-clock."""
     configs = [json.loads((d / CONFIG_FILE).read_text(encoding="utf-8")) for _, d in done]
-    dirty = " (the working tree had uncommitted changes)" if _git("status", "--porcelain") else ""
+    dirty = {"": "", "unknown": " (whether the working tree had uncommitted changes is unknown)"}.get(
+        code_changes(), " (the working tree had uncommitted changes)")
     run_commits = sorted({str(c.get("git_commit")) for c in configs})
     shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
     lines = [

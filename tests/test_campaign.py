@@ -135,3 +135,19 @@ def test_a_running_child_is_ticked_until_it_exits(tmp_path):
         code = start_child([sys.executable, "-c", "import time; time.sleep(1.2); print('done')"],
                            log, on_tick=lambda: ticks.append(1), tick_s=0.25)
     assert code == 0 and 3 <= len(ticks) <= 5 and (tmp_path / "log").read_text() == "done\n"
+
+
+def test_a_publication_in_progress_is_not_a_code_change():
+    """Reproducer: a publication's README said the working tree had uncommitted changes because
+    its own temporary folder under experiments/results was untracked."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    from campaign_publish import code_changes
+
+    before = code_changes()
+    tmp = ROOT / "experiments" / "results" / f".2026-01-01-x.tmp-{os.getpid()}"
+    try:
+        tmp.mkdir(parents=True)
+        (tmp / "README.md").write_text("x")
+        assert code_changes() == before != "unknown"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
