@@ -133,13 +133,15 @@ def _lock_campaign(root: Path):
     return fd
 
 
-def run_queue(entries, queue, root: Path, results: Path, extra: list[str], dry_run: bool) -> int:
-    """Start or resume every entry in order; returns 0, 1 (a run failed) or 128+signal (stopped)."""
+def run_queue(entries, queue, root: Path, results: Path, extra: list[str], dry_run: bool,
+              publish_runs: bool = True) -> int:
+    """Start or resume every entry in order, publishing each finished run's group unless
+    `publish_runs` is False; returns 0, 1 (a run failed) or 128+signal (stopped)."""
     failed, lock, current = [], None if dry_run else _lock_campaign(root), ""
     try:
         for entry in entries:
             current = entry.name
-            if not _queue_step(entry, queue, root, results, extra, dry_run):
+            if not _queue_step(entry, queue, root, results, extra, dry_run, publish_runs):
                 failed.append(entry.name)
     except (KeyboardInterrupt, Stop) as err:
         say(f"{current}: stopped ({str(err) or 'SIGINT'}); the queue stops here", root)
@@ -153,12 +155,12 @@ def run_queue(entries, queue, root: Path, results: Path, extra: list[str], dry_r
 
 
 def _queue_step(entry: Entry, queue, root: Path, results: Path, extra: list[str],
-                dry_run: bool) -> bool:
+                dry_run: bool, publish_runs: bool = True) -> bool:
     """Skip (publishing if still unpublished), print, or run one entry; False when it failed."""
     run_dir = root / entry.name
     if progress(run_dir, entry.epochs).complete:
         say(f"{entry.name}: finished, skipped", None if dry_run else root)
-        if not dry_run and not read_state(run_dir).get("published"):
+        if not dry_run and publish_runs and not read_state(run_dir).get("published"):
             _publish(entry.group, queue, root, results)
         return True
     if not _history_ready(entry, root, dry_run):
@@ -171,7 +173,8 @@ def _queue_step(entry: Entry, queue, root: Path, results: Path, extra: list[str]
     code = run_one(entry, run_dir, cmd)
     if progress(run_dir, entry.epochs).complete:
         say(f"{entry.name}: finished", root)
-        _publish(entry.group, queue, root, results)
+        if publish_runs:
+            _publish(entry.group, queue, root, results)
         return True
     say(f"{entry.name}: FAILED (exit {code}): {last_log_line(run_dir, 300)}; see "
         f"{run_dir / LOG_FILE}; next run", root)
@@ -264,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common],
                          help="start or resume the queue (train flags after --)")
     run.add_argument("--dry-run", action="store_true", help="print the commands only")
+    run.add_argument("--no-publish", action="store_true", help="leave finished runs unpublished "
+                     "(a device machine's runs, copied back and published here)")
     sub.add_parser("status", parents=[common], help="one line per queued run")
     sub.add_parser("publish", parents=[common], help="publish every group with finished runs")
     sub.add_parser("stop", parents=[common], help="stop the running campaign; its run "
@@ -298,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) != signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
             signal.signal(signum, raise_stop)
-    return run_queue(entries, queue, root, args.results, extra, args.dry_run)
+    return run_queue(entries, queue, root, args.results, extra, args.dry_run,
+                     publish_runs=not args.no_publish)
 
 
 if __name__ == "__main__":

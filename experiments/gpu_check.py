@@ -10,7 +10,11 @@ Parts, in priority order (experiments/gpu/plan.py has each one's expected H200 t
            that training reads); a stopped fit saves its state and continues next time.
   policy   the full run: `python -m mopo_jax.train --dataset hopper-random` with the original's
            defaults (1000 epochs, evaluation every epoch, a 100-episode final evaluation),
-           checkpointing every minute and continued with --resume.
+           checkpointing every minute and continued with --resume. With --campaign the run is
+           the campaign's own (`experiments/campaign.py run --no-publish` on a one-entry queue,
+           hopper-random --seed N): its campaign.json and campaign.log record the attempt, and
+           the train command fits the seed's ensemble itself (the fit part is skipped), exactly
+           as the campaign runs it on a CPU; bring the run folder back and publish it there.
 
     python experiments/gpu_check.py --budget-seconds 530   # on the GPU (experiments/gpu/README.md)
     python experiments/gpu_check.py --small                # CPU smoke run of the same script
@@ -59,23 +63,45 @@ SMALL_TRAIN = ["--dataset-steps", "2000", "--epochs", "3", "--steps-per-epoch", 
                "--sac.batch-size", "32"]
 
 
+def run_dir(args, work: Path) -> Path:
+    """The train run's folder: work/run, or the campaign's run folder with --campaign."""
+    return work / "campaign" / f"hopper-random-seed{args.seed}" if args.campaign else work / "run"
+
+
+def campaign_policy(args, work: Path) -> list[str]:
+    """The policy part with --campaign: the campaign on a one-entry queue written to work."""
+    train = SMALL_TRAIN + ["--checkpoint-minutes", str(args.checkpoint_minutes)] if args.small else []
+    epochs = (args.epochs or 3) if args.small else (args.epochs or 1000)
+    if "--epochs" in train:
+        i = train.index("--epochs")
+        train = train[:i] + train[i + 2:]
+    write_json(work / "queue.json", [{"dataset": "hopper-random", "seed": args.seed, "epochs": epochs}])
+    return [sys.executable, str(ROOT / "experiments" / "campaign.py"), "run", "--no-publish",
+            "--queue-json", str(work / "queue.json"), "--root", str(work / "campaign"),
+            *(["--", *train] if train else [])]
+
+
 def commands(args, work: Path, name: str) -> dict[str, list[str]]:
     """Each part's command line."""
     py, small = sys.executable, args.small
-    bench = [py, str(HERE / "benchmark.py"), "--only", "a,b,c,d", "--num-seeds", "1,16",
+    bench = [py, str(HERE / "benchmark.py"), "--only", args.bench_parts, "--num-seeds", "1,16",
              "--repeats", "3", "--out", str(work / f"gpu-check-bench-{name}.json")]
     if small:
         bench += ["--quick", "--num-seeds", "1,2", "--repeats", "2"]
     data = [py, "-m", "mopo_jax.data", "--dataset", "hopper-random", "--offline"]
-    fit = [py, "-m", "mopo_jax.dynamics", "--dataset", "hopper-random", "--offline", "--seed", "0"]
+    fit = [py, "-m", "mopo_jax.dynamics", "--dataset", "hopper-random", "--offline", "--seed",
+           str(args.seed)]
     train = [py, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--offline", "--resume",
-             "--logdir", str(work / "run"), "--checkpoint-minutes", str(args.checkpoint_minutes)]
+             "--seed", str(args.seed), "--logdir", str(work / "run"),
+             "--checkpoint-minutes", str(args.checkpoint_minutes)]
     if small:
         data += SMALL_DATA
         fit += SMALL_DATA + ["--max-epochs", "3"]
         train += SMALL_TRAIN
     if args.epochs:
         train += ["--epochs", str(args.epochs)]
+    if args.campaign:
+        train = campaign_policy(args, work)
     return {"bench": bench, "dataset": data, "fit": fit, "policy": train}
 
 
@@ -124,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-minutes", type=float,
                    help="run checkpoint cadence (default 1; --small: every epoch)")
     p.add_argument("--fresh", action="store_true", help="delete the work folder's state first")
+    p.add_argument("--seed", type=int, default=0, help="the run's (and its ensemble's) seed")
+    p.add_argument("--campaign", action="store_true", help="run the policy part as the campaign's "
+                   "run hopper-random-seed<seed> (it fits its own ensemble; no fit part)")
+    p.add_argument("--bench-parts", default="a,b,c,d", help="benchmark.py --only (default a,b,c,d)")
     args = p.parse_args(argv)
     if args.checkpoint_minutes is None:
         args.checkpoint_minutes = 0.0001 if args.small else 1.0
@@ -156,22 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{m['backend']}-{m['device_kind']}").lower()
     state["plan"] = {x.name: {"estimate_s": x.estimate_s, "how": x.how} for x in plan.parts(args.small)}
     state["plan_total_s"] = plan.total_s(args.small)
-    cmds, logs = commands(args, work, name), work / "logs"
+    cmds, logs, the_run = commands(args, work, name), work / "logs", run_dir(args, work)
+    state["seed"], state["campaign"] = args.seed, args.campaign
     bench_file = work / f"gpu-check-bench-{name}.json"
     print(f"device: {m['device_kind']} ({m['backend']}, {m['device_count']}), jax {m['jax']}; "
           f"work {work}; out {out_dir}", flush=True)
 
     def save() -> None:
-        if (work / "run" / RESULTS_FILE).exists():
-            state["run"] = run_progress(work / "run")
+        if (the_run / RESULTS_FILE).exists():
+            state["run"] = run_progress(the_run)
         state["benchmark"] = bench_summary(read_json(bench_file))
         state["elapsed_this_command_s"] = round(time.perf_counter() - t0, 1)
         write_json(state_path, state)
         write_json(out_dir / f"gpu-check-{name}.json", state)
         for src, dst in ((bench_file, bench_file.name),
                          (bench_file.with_suffix(".md"), bench_file.with_suffix(".md").name),
-                         (work / "run" / RESULTS_FILE, "gpu-check-run-results.json"),
-                         (work / "run" / METRICS_FILE, "gpu-check-run-metrics.jsonl")):
+                         (the_run / RESULTS_FILE, "gpu-check-run-results.json"),
+                         (the_run / METRICS_FILE, "gpu-check-run-metrics.jsonl")):
             if src.exists():
                 shutil.copyfile(src, out_dir / dst)
 
@@ -218,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         state["parts"].setdefault("bench", {"seconds_per_command": []})["status"] = "done"
     data_job = start("dataset", env={**env, "JAX_PLATFORMS": "cpu"})  # host only, beside bench
     finish("bench", start("bench", env=env))  # a failed benchmark does not stop the run
+    if args.campaign:  # the campaign's train command fits the seed's ensemble itself
+        state["parts"]["fit"] = {"status": "done", "seconds_per_command": [],
+                                 "note": "in the policy part: the campaign's train command fits it"}
     if finish("dataset", data_job) and finish("fit", start("fit", env=env)):
         finish("policy", start("policy", env=env))
     save()
