@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     out_dir = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else
                            work / "out" if args.small else HERE / "results")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "disable")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT / "src")]))
     for var, sub in (("MOPO_JAX_CACHE_DIR", "cache"), ("MINARI_DATASETS_PATH", "minari")):
         if args.small or var not in env:  # --small never touches the user's caches

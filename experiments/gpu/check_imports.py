@@ -68,7 +68,7 @@ def check_manifest(problems: list[str]) -> None:
 
 def main() -> int:
     """Run every check; returns the exit code."""
-    os.environ.setdefault("MUJOCO_GL", "egl")  # nothing renders; set for any GL import
+    os.environ.setdefault("MUJOCO_GL", "disable")  # nothing renders: no GL library is loaded
     problems: list[str] = []
     print(f"python {sys.version.split()[0]} at {sys.executable}")
     for name in MODULES:
