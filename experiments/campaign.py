@@ -7,6 +7,7 @@
     python experiments/campaign.py stop                 # stop it; the running run checkpoints first
     python experiments/campaign.py publish [--only DATASET]                     # publish again
     python experiments/campaign.py prepare                                      # histories now
+    python experiments/campaign.py restore      # published runs back into an empty root (lost cache)
 
 Runs go one at a time, in queue order, each in <root>/<name> (root: <mopo_jax cache>/campaign,
 i.e. $MOPO_JAX_CACHE_DIR/campaign or ~/.cache/mopo_jax/campaign), as a child
@@ -36,6 +37,7 @@ from campaign_history import (behavior_command, ensure_history, history_need, hi
                               status_lines)
 from campaign_proc import Stop, raise_stop, run_logged, start_child, stop_process
 from campaign_publish import publish
+from campaign_restore import restore
 from mopo_jax import paths
 
 QUEUE = (
@@ -275,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoints the epochs in flight first")
     sub.add_parser("prepare", parents=[common], help="train the behaviour histories that queued "
                    "medium-replay runs need, now (the queue's run does it before them otherwise)")
+    sub.add_parser("restore", parents=[common], help="put the runs published under --results back "
+                   "into the root where their folders are missing (e.g. the cache was wiped), so "
+                   "that `run` skips them and publishes them with the rest of their group")
     return parser
 
 
@@ -295,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         root.mkdir(parents=True, exist_ok=True)
         return prepare(entries, root)
+    if args.command == "restore":
+        groups = None if args.only is None else {e.group for e in entries}
+        for run, restored in restore(args.results, root, groups):
+            print(f"{run}: {'restored' if restored else 'kept (the root already has it)'}")
+        return 0
     if args.command == "publish":
         for group in dict.fromkeys(e.group for e in entries):
             if publish(group, queue, root, args.results, "python " + shlex.join(sys.argv)) is None:

@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from campaign_lib import (LAST_K, LOG_FILE, Entry, duration, now_iso, pid_alive, progress, read_state,
-                          write_state)
+from campaign_lib import (LAST_K, LOG_FILE, STATE_FILE, Entry, duration, now_iso, pid_alive, progress,
+                          read_state, write_state)
+from campaign_restore import RUN_STATE_COPY
 from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE, POLICIES, RESULTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +24,8 @@ MANIFEST = "campaign.json"  # marks a folder as a campaign publication (older on
 
 
 def copy_run(run_dir: Path, dest: Path) -> None:
-    """Copy a run's config.json, results.json, gzipped metrics.jsonl and best/final actors."""
+    """Copy a run's config.json, results.json, gzipped metrics.jsonl, best/final actors and its
+    campaign state (attempts: what `campaign.py restore` puts back) as campaign_state.json."""
     (dest / POLICIES).mkdir(parents=True)
     for name in (CONFIG_FILE, RESULTS_FILE):
         shutil.copy2(run_dir / name, dest / name)
@@ -32,6 +34,8 @@ def copy_run(run_dir: Path, dest: Path) -> None:
     for path in sorted((run_dir / POLICIES).glob("*")):
         if re.search(r"-(best|final)\.(msgpack|json)$", path.name):
             shutil.copy2(path, dest / POLICIES / path.name)
+    if (run_dir / STATE_FILE).exists():
+        shutil.copy2(run_dir / STATE_FILE, dest / RUN_STATE_COPY)
 
 
 def _git(*args: str) -> str:
@@ -68,10 +72,13 @@ def _run_row(entry: Entry, run_dir: Path) -> str:
     pid = results["policy_ids"][0]
     summary = results["policies"][pid]
     grid, prog = config.get("grid", {}), progress(run_dir, entry.epochs)
-    attempts = read_state(run_dir).get("attempts", [])
+    state = read_state(run_dir)
+    attempts = state.get("attempts", [])
     wall, starts = sum(a.get("seconds", 0.0) for a in attempts), _starts_logged(run_dir)
     counted = f"{len(attempts)} starts" + (
         f", {starts - len(attempts)} more unrecorded" if starts > len(attempts) else "")
+    wall_text = (f"{duration(wall)} ({counted})" if attempts else
+                 state.get("wall_clock") or "—")  # a restored run: its earlier publication's text
     scored = summary.get(f"last{LAST_K}_normalized_score") is not None
     score = "normalized_score" if scored else "return_mean"
     values = lambda key: ", ".join(f"{v:g}" for v in grid.get(key, []))  # noqa: E731
@@ -79,7 +86,7 @@ def _run_row(entry: Entry, run_dir: Path) -> str:
             f"{results['epochs']} | {_fmt(summary.get(f'final_{score}'))} | "
             f"{_fmt(summary.get(f'last{LAST_K}_{score}'))} | "
             f"{_fmt(summary.get(f'final_eval_{score}'))} | "
-            f"{duration(wall) + f' ({counted})' if attempts else '—'} | "
+            f"{wall_text} | "
             f"{duration(prog.training_seconds)} | {config.get('device', '?')} |")
 
 

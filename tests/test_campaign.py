@@ -79,7 +79,8 @@ def test_campaign_runs_skips_resumes_and_publishes(data_dirs, tmp_path):
     assert folder.name.endswith("-hopper-random") and folder.name[:4].isdigit()
     copied = folder / "hopper-random-seed0"
     assert {p.name for p in copied.iterdir()} == {"config.json", "results.json", "metrics.jsonl.gz",
-                                                   "policies"}
+                                                   "policies", "campaign_state.json"}
+    assert json.loads((copied / "campaign_state.json").read_text())["attempts"] == state["attempts"]
     with gzip.open(copied / "metrics.jsonl.gz", "rt") as f:
         assert f.read() == (run_dir / "metrics.jsonl").read_text()
     assert {p.name for p in (copied / "policies").iterdir()} == {

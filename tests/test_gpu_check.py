@@ -151,3 +151,36 @@ def test_device_command_fits_and_names_existing_scripts():
         assert script in command and (ROOT / script).exists()
     assert "--no-index" in command and "$OUT" in command
     subprocess.run(["bash", "-n", "-c", command], check=True)  # valid shell syntax
+
+
+def test_campaign_device_command_fits_and_names_existing_scripts():
+    command = (ROOT / "experiments" / "gpu" / "device_command_campaign.txt").read_text().strip()
+    assert len(command) < 2000 and "\n" not in command and "MUJOCO_GL=disable" in command
+    for script in ("experiments/gpu/check_imports.py", "experiments/gpu_check.py",
+                   "experiments/gpu/detached.py"):
+        assert script in command and (ROOT / script).exists()
+    assert "--campaign" in command and "detached.py start" in command and "detached.py wait" in command
+    subprocess.run(["bash", "-n", "-c", command], check=True)
+
+
+def test_campaign_mode_runs_the_campaigns_own_command(tmp_path):
+    """--campaign: the policy part is `campaign.py run --no-publish` on a one-entry queue of the
+    seed, its run folder is the campaign's, and --small passes the tiny train flags but not
+    --epochs (the queue entry holds the epochs)."""
+    args = gpu_check.argparse.Namespace(small=True, campaign=True, seed=2, epochs=None,
+                                        checkpoint_minutes=0.5, bench_parts="a,d")
+    cmds = gpu_check.commands(args, tmp_path, "dev")
+    policy = cmds["policy"]
+    assert policy[1].endswith("campaign.py") and policy[2:4] == ["run", "--no-publish"]
+    assert policy[policy.index("--root") + 1] == str(tmp_path / "campaign")
+    extra = policy[policy.index("--") + 1:]
+    assert "--epochs" not in extra and "--dataset-steps" in extra and "0.5" in extra
+    assert json.loads((tmp_path / "queue.json").read_text()) == [
+        {"dataset": "hopper-random", "seed": 2, "epochs": 3}]
+    assert gpu_check.run_dir(args, tmp_path) == tmp_path / "campaign" / "hopper-random-seed2"
+    assert cmds["fit"][cmds["fit"].index("--seed") + 1] == "2"
+    assert cmds["bench"][cmds["bench"].index("--only") + 1] == "a,d"
+    plain = gpu_check.argparse.Namespace(**{**vars(args), "campaign": False, "small": False})
+    train = gpu_check.commands(plain, tmp_path, "dev")["policy"]
+    assert train[1:3] == ["-m", "mopo_jax.train"] and train[train.index("--seed") + 1] == "2"
+    assert gpu_check.run_dir(plain, tmp_path) == tmp_path / "run"

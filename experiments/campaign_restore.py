@@ -1,0 +1,88 @@
+"""Putting published campaign runs back into an empty campaign root (a machine whose cache was lost)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+from pathlib import Path
+
+from campaign_lib import STATE_FILE, holds_run, now_iso, write_state
+from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE, POLICIES, RESULTS_FILE
+
+MANIFEST = "campaign.json"  # a publication's own manifest (campaign_publish.MANIFEST)
+RUN_STATE_COPY = "campaign_state.json"  # a published run's campaign.json (its attempts)
+WALL_CLOCK_COLUMN = 9  # the README table's wall-clock column (1-based, after the leading '|')
+
+
+def publications(results: Path) -> list[Path]:
+    """The campaign publications under `results` (folders holding a campaign manifest), by name."""
+    return sorted(p.parent for p in results.glob(f"*/{MANIFEST}")
+                  if re.fullmatch(r"\d{4}-\d{2}-\d{2}-.+", p.parent.name))
+
+
+def _published_wall_clock(publication: Path, run: str) -> str | None:
+    """The wall-clock cell of `run`'s row in the publication's README table, verbatim."""
+    try:
+        lines = (publication / "README.md").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > WALL_CLOCK_COLUMN and cells[1] == run:
+            return cells[WALL_CLOCK_COLUMN]
+    return None
+
+
+def _restored_state(publication: Path, run: str, manifest: dict) -> dict:
+    """The run's campaign state: its published copy (attempts included) where the publication has
+    one, else a finished state carrying the published wall-clock text."""
+    saved = publication / run / RUN_STATE_COPY
+    if saved.exists():
+        state = json.loads(saved.read_text(encoding="utf-8"))
+    else:
+        state = {"state": "finished", "attempts": [],
+                 "wall_clock": _published_wall_clock(publication, run)}
+    return state | {"pid": None, "published": manifest.get("published"),
+                    "published_to": str(publication), "restored_from": str(publication),
+                    "restored": now_iso()}
+
+
+def restore_run(publication: Path, run: str, root: Path, manifest: dict) -> bool:
+    """Rebuild <root>/<run> from the publication's copy (config, results, metrics unzipped,
+    best/final actors, campaign state); False when <root>/<run> already holds a run (left as is).
+    The folder is assembled under a temporary name and renamed into place."""
+    dest = root / run
+    if holds_run(dest) or (dest / STATE_FILE).exists():
+        return False
+    src, tmp = publication / run, root / f".{run}.restoring"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / POLICIES).mkdir(parents=True)
+    for name in (CONFIG_FILE, RESULTS_FILE):
+        shutil.copy2(src / name, tmp / name)
+    with gzip.open(src / f"{METRICS_FILE}.gz", "rb") as packed, open(tmp / METRICS_FILE, "wb") as out:
+        shutil.copyfileobj(packed, out)
+    for path in sorted((src / POLICIES).glob("*")):
+        shutil.copy2(path, tmp / POLICIES / path.name)
+    write_state(tmp, _restored_state(publication, run, manifest))
+    if dest.exists():  # an empty leftover folder
+        dest.rmdir()
+    tmp.rename(dest)
+    return True
+
+
+def restore(results: Path, root: Path, only: set[str] | None = None) -> list[tuple[str, bool]]:
+    """Restore every run of every publication under `results` (newest publication of a group
+    wins; `only`: these groups) into `root`; returns (run, restored) pairs."""
+    root.mkdir(parents=True, exist_ok=True)
+    newest: dict[str, Path] = {}
+    for pub in publications(results):
+        manifest = json.loads((pub / MANIFEST).read_text(encoding="utf-8"))
+        if only is None or manifest.get("group") in only:
+            newest[manifest["group"]] = pub  # sorted by date: the last one is the newest
+    done = []
+    for pub in newest.values():
+        manifest = json.loads((pub / MANIFEST).read_text(encoding="utf-8"))
+        done += [(run, restore_run(pub, run, root, manifest)) for run in manifest.get("runs", [])]
+    return done

@@ -1,0 +1,89 @@
+"""experiments/campaign_restore.py: published runs go back into an empty campaign root (a wiped
+cache) so that the campaign skips them, and a republication shows the same rows as before."""
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import campaign_lib
+import campaign_publish
+import campaign_restore
+
+PUBLICATION = ROOT / "experiments" / "results" / "2026-12-04-hopper-random"
+RUNS = ("hopper-random-seed0", "hopper-random-seed1")
+
+
+def _results(tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    shutil.copytree(PUBLICATION, results / PUBLICATION.name)
+    return results
+
+
+def _published_row(run: str) -> str:
+    return next(line for line in (PUBLICATION / "README.md").read_text().splitlines()
+                if line.startswith(f"| {run} |"))
+
+
+def test_restored_runs_are_finished_and_republish_with_the_same_rows(tmp_path):
+    """Reproducer: the campaign's cache was lost between sessions, and `run` would have trained
+    the published seeds 0 and 1 again from nothing."""
+    results, root = _results(tmp_path), tmp_path / "root"
+    assert campaign_restore.restore(results, root) == [(run, True) for run in RUNS]
+    for run in RUNS:
+        run_dir, src = root / run, PUBLICATION / run
+        assert campaign_lib.progress(run_dir, 1000).complete
+        with gzip.open(src / "metrics.jsonl.gz", "rt") as f:
+            assert (run_dir / "metrics.jsonl").read_text() == f.read()
+        assert (run_dir / "results.json").read_bytes() == (src / "results.json").read_bytes()
+        assert sorted(p.name for p in (run_dir / "policies").iterdir()) == sorted(
+            p.name for p in (src / "policies").iterdir())
+        state = campaign_lib.read_state(run_dir)
+        assert state["state"] == "finished" and state["published"] == "2026-12-04T05:54:00+0000"
+        # the wall-clock of the attempts, which that publication did not keep, is carried verbatim
+        row = campaign_publish._run_row(campaign_lib.Entry("hopper-random", int(run[-1])), run_dir)
+        assert row == _published_row(run)
+    assert not list(root.glob(".*restoring"))  # assembled aside, renamed into place
+    assert campaign_restore.restore(results, root) == [(run, False) for run in RUNS]  # kept
+
+
+def test_a_published_state_brings_back_the_attempts(tmp_path):
+    results, root = _results(tmp_path), tmp_path / "root"
+    attempts = [{"started": "2026-12-01T00:00:00+0000", "seconds": 7200.0, "returncode": 0}]
+    saved = results / PUBLICATION.name / RUNS[0] / campaign_restore.RUN_STATE_COPY
+    saved.write_text(json.dumps({"state": "finished", "attempts": attempts}))
+    campaign_restore.restore(results, root)
+    state = campaign_lib.read_state(root / RUNS[0])
+    assert state["attempts"] == attempts and "wall_clock" not in state
+    row = campaign_publish._run_row(campaign_lib.Entry("hopper-random", 0), root / RUNS[0])
+    assert "| 2.0 h (1 starts) |" in row
+
+
+def test_a_run_already_in_the_root_is_left_alone(tmp_path):
+    results, root = _results(tmp_path), tmp_path / "root"
+    (root / RUNS[1]).mkdir(parents=True)
+    (root / RUNS[1] / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert campaign_restore.restore(results, root) == [(RUNS[0], True), (RUNS[1], False)]
+    assert (root / RUNS[1] / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+
+
+def test_the_campaign_skips_restored_runs_and_no_publish_publishes_nothing(tmp_path):
+    results, root = _results(tmp_path), tmp_path / "root"
+    queue = tmp_path / "queue.json"
+    queue.write_text(json.dumps([{"dataset": "hopper-random", "seed": 0}]))
+    script, opts = ROOT / "experiments" / "campaign.py", ["--root", root, "--queue-json", queue]
+    out = subprocess.run([sys.executable, script, "restore", "--results", results, *opts],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "hopper-random-seed0: restored" in out and "hopper-random-seed1: restored" in out
+    state = campaign_lib.read_state(root / RUNS[0])
+    campaign_lib.write_state(root / RUNS[0], {k: v for k, v in state.items() if k != "published"})
+    fresh = tmp_path / "fresh-results"
+    proc = subprocess.run([sys.executable, script, "run", "--no-publish", "--results", fresh,
+                           *opts], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "hopper-random-seed0: finished, skipped" in proc.stdout
+    assert not fresh.exists() and "starting" not in proc.stdout
