@@ -55,3 +55,28 @@ def test_evaluation_reset_seeds():
         seen |= set(seeds.tolist())
     with pytest.raises(ValueError, match="epoch=0"):
         keys.eval_reset_seeds(0, 1.0, 5, 10, epoch=0)
+
+
+def _eager_reset_seeds(seed, penalty_coef, rollout_length, episodes, epoch):
+    """The derivation spelled out op by op, as eval_reset_seeds computed it before it was compiled."""
+    import zlib
+
+    coef_tag = zlib.crc32(repr(float(penalty_coef)).encode()) % 2**31
+    key = jax.random.fold_in(jax.random.split(jax.random.key(seed), 3)[2], coef_tag)
+    during, final = jax.random.split(jax.random.fold_in(key, int(rollout_length)))
+    key = final if epoch is None else jax.random.fold_in(during, int(epoch))
+    return np.asarray(jax.random.randint(key, (episodes,), 0, 2**31 - 1), np.int64)
+
+
+def test_compiled_reset_seeds_equal_the_eager_derivation_and_compile_once_per_shape():
+    """The compiled host-CPU version gives the seeds of the op-by-op one (so runs evaluated before
+    the change resume and compare exactly), for any epoch without compiling again."""
+    cases = [(0, 1.0, 5, 10, 1), (2, 1.0, 5, 10, 1000), (1, 0.25, 1, 7, 37), (12345, 3.0, 10, 10, None),
+             (2**31 - 1, 1.0, 5, 100, None), (3, 1, 5, 10, 999_999)]
+    for case in cases:
+        np.testing.assert_array_equal(keys.eval_reset_seeds(*case), _eager_reset_seeds(*case),
+                                      err_msg=str(case))
+    before = keys._reset_seeds._cache_size()
+    for epoch in range(2, 40):
+        keys.eval_reset_seeds(0, 1.0, 5, 10, epoch)
+    assert keys._reset_seeds._cache_size() == before  # epochs are traced, not static

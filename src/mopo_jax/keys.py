@@ -15,6 +15,7 @@ the numbers of the single run with the same (seed, λ, h).
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import NamedTuple
 
@@ -77,11 +78,19 @@ def epoch_streams(loop_key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array,
     return next_key, start_key, rollout_key, sac_key
 
 
-def _policy_evaluation_key(seed: int, penalty_coef: float, rollout_length: int) -> jax.Array:
-    """The evaluation stream of one policy: seed's evaluation key folded with λ and h."""
-    coef_tag = zlib.crc32(repr(float(penalty_coef)).encode()) % 2**31
+def _evaluation_tags(penalty_coef: float, rollout_length: int) -> tuple[int, int]:
+    """The ints that λ and h are folded in as: crc32 of repr(float(λ)) (so 1 and 1.0 agree), and h."""
+    return zlib.crc32(repr(float(penalty_coef)).encode()) % 2**31, int(rollout_length)
+
+
+@functools.partial(jax.jit, static_argnames=("episodes", "final"))
+def _reset_seeds(seed, coef_tag, rollout_length, epoch, *, episodes: int, final: bool) -> jax.Array:
+    """[episodes] int32 reset seeds: seed's evaluation key folded with λ's tag and h, split into
+    (during training, final); the training branch folded with the epoch."""
     key = jax.random.fold_in(seed_streams(seed).evaluation, coef_tag)
-    return jax.random.fold_in(key, int(rollout_length))
+    during, last = jax.random.split(jax.random.fold_in(key, rollout_length))
+    key = last if final else jax.random.fold_in(during, epoch)
+    return jax.random.randint(key, (episodes,), 0, _RESET_SEED_LIMIT)
 
 
 def eval_reset_seeds(seed: int, penalty_coef: float, rollout_length: int, episodes: int,
@@ -91,14 +100,14 @@ def eval_reset_seeds(seed: int, penalty_coef: float, rollout_length: int, episod
 
     Every evaluation gets its own start states (as the original's unseeded eval env does), and the
     final evaluation's states are never used by an evaluation during training. The seeds depend on
-    (seed, λ, h, epoch) only, not on the policy's place in a grid.
+    (seed, λ, h, epoch) only, not on the policy's place in a grid. They are computed by one
+    compiled call on the host CPU: on an accelerator, work queued there (the next training chunk)
+    would otherwise have to finish before the evaluation of the previous one could start.
     """
-    during, final = jax.random.split(_policy_evaluation_key(seed, penalty_coef, rollout_length))
-    if epoch is None:
-        key = final
-    elif int(epoch) >= 1:
-        key = jax.random.fold_in(during, int(epoch))
-    else:
+    if epoch is not None and int(epoch) < 1:
         raise ValueError(f"epoch={epoch!r}: evaluations are numbered from epoch 1 (None: final)")
-    seeds = jax.random.randint(key, (episodes,), 0, _RESET_SEED_LIMIT)
-    return np.asarray(seeds, np.int64)
+    coef_tag, length = _evaluation_tags(penalty_coef, rollout_length)
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        seeds = _reset_seeds(int(seed), coef_tag, length, 0 if epoch is None else int(epoch),
+                             episodes=int(episodes), final=epoch is None)
+        return np.asarray(seeds, np.int64)

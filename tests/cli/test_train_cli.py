@@ -224,3 +224,13 @@ def test_sizes_that_cannot_fit_are_refused_before_any_fit_or_write(data_dirs, tm
     err = capsys.readouterr().err
     assert "GiB is available: lower --rollout-batch-size" in err and "Traceback" not in err
     assert not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {".lock"}
+
+
+def test_eval_workers_give_the_same_run(finished, tmp_path, capsys):
+    """--eval-workers steps the evaluation episodes in worker processes: every row (returns,
+    scores) and the final evaluation equal the in-process run's."""
+    run_dir = tmp_path / "pool"
+    assert main([*TINY, "--eval-workers", "2", "--logdir", str(run_dir)]) == 0
+    assert _rows(run_dir) == _rows(finished)
+    assert main([*TINY, "--eval-workers", "-1", "--logdir", str(tmp_path / "bad")]) == 2
+    assert "eval_workers=-1" in capsys.readouterr().err and not (tmp_path / "bad").exists()

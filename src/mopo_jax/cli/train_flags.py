@@ -33,6 +33,9 @@ class RunOptions:
     offline: bool = False  # never try a dataset download
     download_timeout: float = 60.0  # seconds before a Minari download attempt is abandoned
     checkpoint_minutes: float = 10.0  # wall-clock minutes between checkpoints (and one at the end)
+    # processes that run the real-env evaluation episodes (0: this process steps them); the
+    # returns are the same either way. Worth it where the compiled epoch is fast (a GPU).
+    eval_workers: int = 0
     track: TrackerName = "none"  # also log to this tracker (wandb: offline files, no account)
     progress: bool = True  # print one line per evaluation
     coordinator: str | None = None  # host:port of process 0: run as one of --num-processes (jax.distributed)
@@ -49,6 +52,8 @@ class RunOptions:
             problems.append(f"num_devices={self.num_devices}: need None or >= 1")
         if not self.checkpoint_minutes > 0:
             problems.append(f"checkpoint_minutes={self.checkpoint_minutes}: need > 0")
+        if self.eval_workers < 0:
+            problems.append(f"eval_workers={self.eval_workers}: need >= 0 (0: evaluate in-process)")
         if not self.download_timeout > 0:
             problems.append(f"download_timeout={self.download_timeout}: need > 0")
         if self.track not in TRACKERS:

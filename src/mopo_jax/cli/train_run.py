@@ -28,6 +28,7 @@ from mopo_jax.data.load import DatasetError, load_dataset
 from mopo_jax.dynamics import io as dynamics_io
 from mopo_jax.dynamics.fit import FitFailed
 from mopo_jax.envs.evaluate import evaluate_policies
+from mopo_jax.envs.episode_pool import EpisodePool
 from mopo_jax.envs.ood_env import make_eval_env
 from mopo_jax.mopo.config import TrainConfig
 from mopo_jax.mopo.grid import Grid
@@ -151,6 +152,17 @@ def _process_zero_first(name: str, build):
     return build()
 
 
+@contextlib.contextmanager
+def _evaluator(env, workers: int):
+    """The run's `evaluate(actors [P, ...], seeds [P, E]) -> returns [P, E]`: in this process, or
+    with `workers` > 0 on an EpisodePool of that many processes (same returns), closed after."""
+    if not workers:
+        yield lambda actors, seeds: evaluate_policies(actors, env, seeds)
+        return
+    with EpisodePool(env, workers) as pool:
+        yield pool.evaluate
+
+
 def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list[str]) -> int:
     """Run the train command once its flags parsed; returns the exit code."""
     if options.coordinator:
@@ -193,9 +205,10 @@ def execute(config: TrainConfig, coefs, lengths, options: RunOptions, argv: list
         if tracker is not None:
             callbacks.append(tracker.log_rows)
         try:
-            with stop_at_chunk_end(STOP_NOTICE) as stop:
+            with _evaluator(env, options.eval_workers) as evaluate, \
+                    stop_at_chunk_end(STOP_NOTICE) as stop:
                 results = run(spec, data, models, callbacks=callbacks, stop_requested=stop.requested,
-                              evaluate=lambda actors, seeds: evaluate_policies(actors, env, seeds))
+                              evaluate=evaluate)
         finally:
             if tracker is not None:
                 tracker.close()

@@ -1,0 +1,88 @@
+"""Real-env evaluation episodes spread over worker processes, with the in-process returns exactly.
+
+On an accelerator the compiled epoch takes a fraction of a second, and evaluating 10 episodes per
+epoch on one host core (MuJoCo steps and one actor call per step) becomes what paces a run. An
+`EpisodePool` runs the episodes of one evaluation in parallel, one whole episode per task, each
+with the reference loop of `evaluate.evaluate_policy` (one env, one-row actor calls on the CPU),
+so every return equals the one `evaluate.evaluate_policies` computes in-process.
+
+The workers are spawned (never forked from a process that runs JAX) and use JAX's CPU backend
+only, so they take no accelerator memory. This module imports no JAX at load time: a spawned
+worker imports it in its initializer, after choosing that backend.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from typing import Callable
+
+import numpy as np
+
+EnvSource = str | Callable  # a Gymnasium id, or a picklable zero-argument env factory
+
+
+def _init_worker() -> None:
+    """Worker start: JAX's CPU backend only; SIGINT is left to the parent (whose first Ctrl-C
+    finishes the chunk in flight, evaluation included)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+
+
+def _one_episode(task: tuple) -> float:
+    """(actor params of one policy as numpy arrays, env source, reset seed) -> the return."""
+    from mopo_jax.envs.evaluate import evaluate_policy
+
+    params, make_env, seed = task
+    return float(evaluate_policy(params, make_env, episodes=1, seed=seed)[0])
+
+
+class EpisodePool:
+    """`workers` processes that evaluate episodes of `make_env` (a Gymnasium id or a picklable
+    factory such as `functools.partial(make_eval_env, task)`).
+
+        with EpisodePool("Hopper-v5", workers=10) as pool:
+            returns = pool.evaluate(actor_params, episode_seeds)   # [P, E] float64
+
+    `evaluate` has the signature and the results of `evaluate.evaluate_policies`. Workers start
+    when the pool is made (a few seconds: each imports JAX and MuJoCo) and stop on `close`.
+    """
+
+    def __init__(self, make_env: EnvSource, workers: int):
+        if workers < 1:
+            raise ValueError(f"workers={workers}: need >= 1 (0 means: evaluate in-process, "
+                             "without a pool)")
+        self.make_env, self.workers = make_env, workers
+        context = multiprocessing.get_context("spawn")
+        self._pool = context.Pool(workers, initializer=_init_worker)
+
+    def evaluate(self, actor_params, episode_seeds) -> np.ndarray:
+        """Returns [P, E] float64 of P policies (params leaves [P, ...]) on E episodes each,
+        episode (p, e) reset with episode_seeds[p, e]. One task per episode, handed to the
+        workers one at a time as they free up (episode lengths differ)."""
+        import jax
+
+        from mopo_jax.envs.evaluate import _check_seeds
+
+        seeds = _check_seeds(episode_seeds, actor_params)
+        if seeds.size == 0:
+            return np.zeros(seeds.shape)
+        host = jax.tree.map(np.asarray, jax.device_get(actor_params))
+        per_policy = [jax.tree.map(lambda leaf, p=p: leaf[p], host) for p in range(seeds.shape[0])]
+        tasks = [(per_policy[p], self.make_env, int(seeds[p, e]))
+                 for p in range(seeds.shape[0]) for e in range(seeds.shape[1])]
+        returns = self._pool.map(_one_episode, tasks, chunksize=1)
+        return np.asarray(returns, np.float64).reshape(seeds.shape)
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        self._pool.terminate()
+        self._pool.join()
+
+    def __enter__(self) -> EpisodePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,43 @@
+"""envs.episode_pool.EpisodePool: episodes in worker processes return exactly what the in-process
+evaluation returns, for trained policies whose episodes end at very different times."""
+
+import functools
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from mopo_jax import load_policy
+from mopo_jax.envs.episode_pool import EpisodePool
+from mopo_jax.envs.evaluate import evaluate_policies
+from mopo_jax.envs.make import make_env
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "experiments" / "results" / "2026-12-04-hopper-random"
+
+
+def _published_actors():
+    """Seed 0's final policy (stands for all 1000 steps) and seed 1's (falls within ~200),
+    stacked [2, ...]."""
+    policies = [load_policy(PUBLISHED / f"hopper-random-seed{s}" / "policies" / f"h5-lam1-seed{s}-final")
+                for s in (0, 1)]
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *(p.params for p in policies))
+
+
+def test_pool_returns_equal_the_in_process_evaluation():
+    actors = _published_actors()
+    seeds = np.array([[11, 12, 13], [21, 22, 23]])
+    expected = evaluate_policies(actors, "Hopper-v5", seeds)
+    assert expected[0].min() > 900 > 400 > expected[1].max()  # one long, one short episode kind
+    with EpisodePool("Hopper-v5", workers=2) as pool:
+        np.testing.assert_array_equal(pool.evaluate(actors, seeds), expected)
+        np.testing.assert_array_equal(pool.evaluate(actors, seeds[:, :0]), np.zeros((2, 0)))
+    factory = functools.partial(make_env, "Hopper-v5")  # a picklable factory works as well
+    with EpisodePool(factory, workers=1) as pool:
+        got = pool.evaluate(jax.tree.map(lambda x: x[1:], actors), seeds[1:, :1])
+    np.testing.assert_array_equal(got, expected[1:, :1])
+
+
+def test_pool_arguments_are_checked():
+    with pytest.raises(ValueError, match="workers=0"):
+        EpisodePool("Hopper-v5", workers=0)
