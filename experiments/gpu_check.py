@@ -71,6 +71,7 @@ def run_dir(args, work: Path) -> Path:
 def campaign_policy(args, work: Path) -> list[str]:
     """The policy part with --campaign: the campaign on a one-entry queue written to work."""
     train = SMALL_TRAIN + ["--checkpoint-minutes", str(args.checkpoint_minutes)] if args.small else []
+    train = train + (["--eval-workers", str(args.eval_workers)] if args.eval_workers else [])
     epochs = (args.epochs or 3) if args.small else (args.epochs or 1000)
     if "--epochs" in train:
         i = train.index("--epochs")
@@ -100,6 +101,8 @@ def commands(args, work: Path, name: str) -> dict[str, list[str]]:
         train += SMALL_TRAIN
     if args.epochs:
         train += ["--epochs", str(args.epochs)]
+    if args.eval_workers:
+        train += ["--eval-workers", str(args.eval_workers)]
     if args.campaign:
         train = campaign_policy(args, work)
     return {"bench": bench, "dataset": data, "fit": fit, "policy": train}
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--campaign", action="store_true", help="run the policy part as the campaign's "
                    "run hopper-random-seed<seed> (it fits its own ensemble; no fit part)")
     p.add_argument("--bench-parts", default="a,b,c,d", help="benchmark.py --only (default a,b,c,d)")
+    p.add_argument("--eval-workers", type=int, default=0, help="the train command's --eval-workers: "
+                   "evaluation episodes in this many processes (0: in the train process)")
     args = p.parse_args(argv)
     if args.checkpoint_minutes is None:
         args.checkpoint_minutes = 0.0001 if args.small else 1.0

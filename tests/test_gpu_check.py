@@ -168,13 +168,14 @@ def test_campaign_mode_runs_the_campaigns_own_command(tmp_path):
     seed, its run folder is the campaign's, and --small passes the tiny train flags but not
     --epochs (the queue entry holds the epochs)."""
     args = gpu_check.argparse.Namespace(small=True, campaign=True, seed=2, epochs=None,
-                                        checkpoint_minutes=0.5, bench_parts="a,d")
+                                        checkpoint_minutes=0.5, bench_parts="a,d", eval_workers=3)
     cmds = gpu_check.commands(args, tmp_path, "dev")
     policy = cmds["policy"]
     assert policy[1].endswith("campaign.py") and policy[2:4] == ["run", "--no-publish"]
     assert policy[policy.index("--root") + 1] == str(tmp_path / "campaign")
     extra = policy[policy.index("--") + 1:]
     assert "--epochs" not in extra and "--dataset-steps" in extra and "0.5" in extra
+    assert extra[extra.index("--eval-workers") + 1] == "3"
     assert json.loads((tmp_path / "queue.json").read_text()) == [
         {"dataset": "hopper-random", "seed": 2, "epochs": 3}]
     assert gpu_check.run_dir(args, tmp_path) == tmp_path / "campaign" / "hopper-random-seed2"
@@ -183,4 +184,5 @@ def test_campaign_mode_runs_the_campaigns_own_command(tmp_path):
     plain = gpu_check.argparse.Namespace(**{**vars(args), "campaign": False, "small": False})
     train = gpu_check.commands(plain, tmp_path, "dev")["policy"]
     assert train[1:3] == ["-m", "mopo_jax.train"] and train[train.index("--seed") + 1] == "2"
+    assert train[train.index("--eval-workers") + 1] == "3"
     assert gpu_check.run_dir(plain, tmp_path) == tmp_path / "run"
