@@ -11,9 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
-import campaign_lib
-import campaign_publish
-import campaign_restore
+import campaign_lib  # noqa: E402
+import campaign_publish  # noqa: E402
+import campaign_restore  # noqa: E402
 
 PUBLICATION = ROOT / "experiments" / "results" / "2026-12-04-hopper-random"
 RUNS = ("hopper-random-seed0", "hopper-random-seed1")

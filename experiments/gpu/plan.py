@@ -1,16 +1,13 @@
 """The GPU check's parts, their expected times on an H200, and the budget rule (no JAX here).
 
-Estimates for one H200 at the paper's shapes, from the CPU figures measured in BENCHMARKS.md and
-shared DESIGN §6, under these assumptions (none measured on a GPU yet):
-  * small-batch matmul work on the GPU is latency-bound: a 7-member × batch-256 dynamics step
-    (1.4 GFLOP) ~0.3 ms, a SAC step (0.64 GFLOP, twin Q 256×2, batch 256) ~0.15 ms;
-  * the 50k × h=5 rollout (89 GFLOP per model step, 7 members) runs at ~30 TFLOP/s: ~15 ms;
-  * compilation takes about twice its CPU time (BENCHMARKS.md: 1–9 s per program on CPU);
-  * the host core is ~1.5× this project's 2-core EPYC VM: building hopper-random (measured here:
-    50k random Hopper-v5 steps collected in 19 s, written in 6.7 s, read back in 4.7 s) scales to
-    ~400 s for 1M; a 10-episode evaluation of a hopper-random policy (~250 steps an episode,
-    ~1 ms of one-row actor calls + 10 × 0.13 ms of env steps per step) takes ~0.6 s;
-  * the dynamics fit stops early after ~100 epochs of 3,900 steps on 1M rows (not measured).
+Figures measured on one H200 of this workplace on 2026-12-04
+(experiments/results/2026-12-04-gpu-check-h200/): the benchmark's parts a, b and d with 1 and 16
+policies took 58 s; the hopper-random build 116 s (collect 103 s on the serial chain, write 8.7 s
+on 16 processes, read 2.4 s); the fit of seed 2's ensemble 48 s (34 epochs to early stopping,
+~1.1 s each); the policy step's compilation 10 s; a compiled epoch 0.136 s. The run's epochs took
+1.0–2.0 s with the evaluation in the train process. The policy estimate below assumes
+`--eval-workers 10` (the campaign device command's default): ~0.3 s per epoch, projected from the
+2-core CPU's 2.58 s for 10 standing episodes on one worker, not yet measured on the device.
 """
 
 from __future__ import annotations
@@ -32,20 +29,21 @@ class Part:
 
 
 FULL = (
-    Part("bench", "speed benchmark, parts a-d at paper shapes, 1 and 16 policies", 150,
-         "~8 compilations x ~10 s + JAX start 15 s + timed calls <20 s (1000 SAC steps ~0.2 s; "
-         "16 policies ~1-2 s an epoch, x4)", resumable=False),
+    Part("bench", "speed benchmark, parts a-d at paper shapes, 1 and 16 policies", 75,
+         "measured: parts a, b, d took 58 s; part c adds one compilation and 3 calls",
+         resumable=False),
     Part("dataset", "hopper-random build: 1M uniform-random Hopper-v5 steps (host CPU only, "
-         "runs beside the benchmark)", 400,
-         "50k steps took 30 s here (collect 19 + write 6.7 + read 4.7), so 1M ~610 s here; "
-         "/ 1.5 for the device's faster host core", resumable=False),
-    Part("fit", "dynamics ensemble fit on 1M rows (7 members, early stopping)", 150,
-         "3,900 steps x 0.3 ms = 1.2 s an epoch, ~100 epochs, + 20 s compile", resumable=True,
-         min_s=60),
+         "runs beside the benchmark)", 120,
+         "measured: 116 s (collect 103 s, write 8.7 s on 16 processes, read 2.4 s)",
+         resumable=False),
+    Part("fit", "dynamics ensemble fit on 1M rows (7 members, early stopping)", 60,
+         "measured: 48 s (34 epochs of ~1.1 s; the number of epochs varies by seed)",
+         resumable=True, min_s=60),
     Part("policy", "1000 epochs x 1000 SAC steps + 50k x 5 rollout, 10-episode evaluation every "
-         "epoch, 100-episode final evaluation", 650,
-         "epoch on the GPU ~0.2 s (0.15 s SAC + 15 ms rollout) hidden behind the host's 0.6 s "
-         "evaluation: 1000 x 0.6 s + 30 s compile + 15 s final evaluation", resumable=True,
+         "epoch, 100-episode final evaluation", 350,
+         "compiled epoch 0.136 s (measured) beside an evaluation on 10 workers of ~0.05-0.3 s "
+         "(projected): 1000 x ~0.3 s + 10 s compile + 10 s final evaluation; with the "
+         "evaluation in the train process it measured 1.0-2.0 s an epoch", resumable=True,
          min_s=90),
 )
 SMALL = (  # --small on this project's 2-core CPU, measured by experiments/gpu/dry_run.sh
@@ -56,7 +54,8 @@ SMALL = (  # --small on this project's 2-core CPU, measured by experiments/gpu/d
          "measured", resumable=True, min_s=10),
 )
 INSTALL_S = 30  # offline wheel install + import check, per command
-MACHINE_START_S = 90  # device README: a minute or more to start a machine
+MACHINE_START_S = 90  # device README: a minute or more to start a machine (40 s seen 2026-12-04)
+SESSION_MIN = 15  # device minutes a session may use
 
 
 def parts(small: bool) -> tuple[Part, ...]:
@@ -83,9 +82,11 @@ def plan_text(small: bool, budget_s: float | None) -> str:
     lines.append(f"  total    {total:5.0f} s  (dataset beside bench), plus ~{INSTALL_S} s install "
                  f"+ import check per command and ~{MACHINE_START_S} s to start a machine")
     if not small:
-        lines.append(f"  => ~{(total + INSTALL_S + MACHINE_START_S) / 60:.0f} min of device time: "
-                     "more than one 15-minute session; a second command on the warm machine "
-                     "continues where the first stopped")
+        minutes = (total + INSTALL_S + MACHINE_START_S) / 60
+        lines.append(f"  => ~{minutes:.0f} min of device time: "
+                     f"{'within' if minutes <= SESSION_MIN else 'more than'} one "
+                     f"{SESSION_MIN}-minute session; no command may run over 10 minutes, so a second "
+                     "command on the warm machine continues (or, detached, waits for) the first")
     if budget_s is not None:
         lines.append(f"  budget: {budget_s:.0f} s for this command; a part starts only if it can "
                      "finish (or, if resumable, make progress) inside it")
