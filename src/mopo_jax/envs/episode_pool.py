@@ -6,35 +6,30 @@ epoch on one host core (MuJoCo steps and one actor call per step) becomes what p
 with the reference loop of `evaluate.evaluate_policy` (one env, one-row actor calls on the CPU),
 so every return equals the one `evaluate.evaluate_policies` computes in-process.
 
-The workers are spawned (never forked from a process that runs JAX) and use JAX's CPU backend
-only, so they take no accelerator memory. This module imports no JAX at load time: a spawned
-worker imports it in its initializer, after choosing that backend.
+The workers are spawned (never forked from a process that runs JAX) and choose JAX's CPU backend
+in their initializer, before any backend starts, so they take no accelerator memory.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import signal
-from typing import Callable
 
+import jax
 import numpy as np
 
-EnvSource = str | Callable  # a Gymnasium id, or a picklable zero-argument env factory
+from mopo_jax.envs.evaluate import EnvSource, check_episode_seeds, evaluate_policy
 
 
 def _init_worker() -> None:
     """Worker start: JAX's CPU backend only; SIGINT is left to the parent (whose first Ctrl-C
     finishes the chunk in flight, evaluation included)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import jax
-
     jax.config.update("jax_platforms", "cpu")
 
 
 def _one_episode(task: tuple) -> float:
     """(actor params of one policy as numpy arrays, env source, reset seed) -> the return."""
-    from mopo_jax.envs.evaluate import evaluate_policy
-
     params, make_env, seed = task
     return float(evaluate_policy(params, make_env, episodes=1, seed=seed)[0])
 
@@ -62,11 +57,7 @@ class EpisodePool:
         """Returns [P, E] float64 of P policies (params leaves [P, ...]) on E episodes each,
         episode (p, e) reset with episode_seeds[p, e]. One task per episode, handed to the
         workers one at a time as they free up (episode lengths differ)."""
-        import jax
-
-        from mopo_jax.envs.evaluate import _check_seeds
-
-        seeds = _check_seeds(episode_seeds, actor_params)
+        seeds = check_episode_seeds(episode_seeds, actor_params)
         if seeds.size == 0:
             return np.zeros(seeds.shape)
         host = jax.tree.map(np.asarray, jax.device_get(actor_params))

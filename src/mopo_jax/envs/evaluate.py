@@ -91,8 +91,9 @@ def batched_actions(actor_params: Params, obs: jax.Array, running: jax.Array) ->
 _batched_act = jax.jit(batched_actions)
 
 
-def _check_seeds(episode_seeds, actor_params: Params) -> np.ndarray:
-    """episode_seeds as an int64 array [P, E], P checked against the params' leading axis."""
+def check_episode_seeds(episode_seeds, actor_params: Params) -> np.ndarray:
+    """episode_seeds as an int64 array [P, E], P checked against the params' leading axis
+    (ValueError naming the shapes otherwise)."""
     seeds = np.asarray(episode_seeds)
     if seeds.ndim != 2 or not np.issubdtype(seeds.dtype, np.integer):
         raise ValueError(f"episode_seeds must be an integer array [P, E], got {seeds.dtype} "
@@ -141,7 +142,7 @@ def evaluate_policies(actor_params: Params, make_env: EnvSource, episode_seeds) 
     the evaluation thus does not queue behind, or wait for, work on the accelerator: once the
     params have been fetched, the training's next chunk can run there while the CPU evaluates.
     """
-    seeds = _check_seeds(episode_seeds, actor_params)
+    seeds = check_episode_seeds(episode_seeds, actor_params)
     if seeds.size == 0:
         return np.zeros(seeds.shape)
     params = jax.device_put(actor_params, _cpu())
