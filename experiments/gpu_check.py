@@ -65,7 +65,7 @@ SMALL_TRAIN = ["--dataset-steps", "2000", "--epochs", "3", "--steps-per-epoch", 
 
 def run_dir(args, work: Path) -> Path:
     """The train run's folder: work/run, or the campaign's run folder with --campaign."""
-    return work / "campaign" / f"hopper-random-seed{args.seed}" if args.campaign else work / "run"
+    return work / "campaign" / f"{args.dataset}-seed{args.seed}" if args.campaign else work / "run"
 
 
 def campaign_policy(args, work: Path) -> list[str]:
@@ -76,7 +76,7 @@ def campaign_policy(args, work: Path) -> list[str]:
     if "--epochs" in train:
         i = train.index("--epochs")
         train = train[:i] + train[i + 2:]
-    write_json(work / "queue.json", [{"dataset": "hopper-random", "seed": args.seed, "epochs": epochs}])
+    write_json(work / "queue.json", [{"dataset": args.dataset, "seed": args.seed, "epochs": epochs}])
     return [sys.executable, str(ROOT / "experiments" / "campaign.py"), "run", "--no-publish",
             "--queue-json", str(work / "queue.json"), "--root", str(work / "campaign"),
             *(["--", *train] if train else [])]
@@ -89,10 +89,10 @@ def commands(args, work: Path, name: str) -> dict[str, list[str]]:
              "--repeats", "3", "--out", str(work / f"gpu-check-bench-{name}.json")]
     if small:
         bench += ["--quick", "--num-seeds", "1,2", "--repeats", "2"]
-    data = [py, "-m", "mopo_jax.data", "--dataset", "hopper-random", "--offline"]
-    fit = [py, "-m", "mopo_jax.dynamics", "--dataset", "hopper-random", "--offline", "--seed",
+    data = [py, "-m", "mopo_jax.data", "--dataset", args.dataset, "--offline"]
+    fit = [py, "-m", "mopo_jax.dynamics", "--dataset", args.dataset, "--offline", "--seed",
            str(args.seed)]
-    train = [py, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--offline", "--resume",
+    train = [py, "-m", "mopo_jax.train", "--dataset", args.dataset, "--offline", "--resume",
              "--seed", str(args.seed), "--logdir", str(work / "run"),
              "--checkpoint-minutes", str(args.checkpoint_minutes)]
     if small:
@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete the work folder's state first")
     p.add_argument("--seed", type=int, default=0, help="the run's (and its ensemble's) seed")
     p.add_argument("--campaign", action="store_true", help="run the policy part as the campaign's "
-                   "run hopper-random-seed<seed> (it fits its own ensemble; no fit part)")
+                   "run <dataset>-seed<seed> (it fits its own ensemble; no fit part)")
+    p.add_argument("--dataset", default="hopper-random", help="the run's dataset, built on the "
+                   "machine (a random level: a medium-replay one needs a behaviour history)")
     p.add_argument("--bench-parts", default="a,b,c,d", help="benchmark.py --only (default a,b,c,d)")
     p.add_argument("--eval-workers", type=int, default=0, help="the train command's --eval-workers: "
                    "evaluation episodes in this many processes (0: in the train process)")

@@ -168,7 +168,8 @@ def test_campaign_mode_runs_the_campaigns_own_command(tmp_path):
     seed, its run folder is the campaign's, and --small passes the tiny train flags but not
     --epochs (the queue entry holds the epochs)."""
     args = gpu_check.argparse.Namespace(small=True, campaign=True, seed=2, epochs=None,
-                                        checkpoint_minutes=0.5, bench_parts="a,d", eval_workers=3)
+                                        checkpoint_minutes=0.5, bench_parts="a,d", eval_workers=3,
+                                        dataset="hopper-random")
     cmds = gpu_check.commands(args, tmp_path, "dev")
     policy = cmds["policy"]
     assert policy[1].endswith("campaign.py") and policy[2:4] == ["run", "--no-publish"]
@@ -186,3 +187,6 @@ def test_campaign_mode_runs_the_campaigns_own_command(tmp_path):
     assert train[1:3] == ["-m", "mopo_jax.train"] and train[train.index("--seed") + 1] == "2"
     assert train[train.index("--eval-workers") + 1] == "3"
     assert gpu_check.run_dir(plain, tmp_path) == tmp_path / "run"
+    walker = gpu_check.argparse.Namespace(**{**vars(args), "dataset": "walker2d-random"})
+    assert gpu_check.commands(walker, tmp_path, "dev")["dataset"][4] == "walker2d-random"
+    assert gpu_check.run_dir(walker, tmp_path).name == "walker2d-random-seed2"
