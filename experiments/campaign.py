@@ -9,6 +9,11 @@
     python experiments/campaign.py prepare                                      # histories now
     python experiments/campaign.py restore      # published runs back into an empty root (lost cache)
 
+On a machine whose home cache may be wiped between sessions (this project's was, once), keep
+every cache inside the checkout's git-ignored runs/ folder, for every campaign command:
+
+    export MOPO_JAX_CACHE_DIR=$PWD/runs/cache MINARI_DATASETS_PATH=$PWD/runs/minari
+
 Runs go one at a time, in queue order, each in <root>/<name> (root: <mopo_jax cache>/campaign,
 i.e. $MOPO_JAX_CACHE_DIR/campaign or ~/.cache/mopo_jax/campaign), as a child
 `python -m mopo_jax.train ... --offline` (with --resume when the folder already holds a run)
