@@ -49,7 +49,7 @@ def evaluate_policy(actor_params: Params, env_id: EnvSource, episodes: int = 10,
             obs, _ = env.reset(seed=seed + i)
             done = False
             while not done:
-                action = np.asarray(_act(params, obs[None].astype(np.float32))[0])
+                action = np.asarray(_act(params, obs[None].astype(np.float32)))[0]  # index on the host
                 obs, reward, terminated, truncated, _ = env.step(action)
                 returns[i] += reward
                 done = terminated or truncated
