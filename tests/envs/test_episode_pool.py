@@ -2,6 +2,7 @@
 evaluation returns, for trained policies whose episodes end at very different times."""
 
 import functools
+import os
 from pathlib import Path
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from mopo_jax import load_policy
-from mopo_jax.envs.episode_pool import EpisodePool
+from mopo_jax.envs.episode_pool import EpisodePool, EvaluationWorkerDied
 from mopo_jax.envs.evaluate import evaluate_policies
 from mopo_jax.envs.make import make_env
 
@@ -41,3 +42,16 @@ def test_pool_returns_equal_the_in_process_evaluation():
 def test_pool_arguments_are_checked():
     with pytest.raises(ValueError, match="workers=0"):
         EpisodePool("Hopper-v5", workers=0)
+
+
+def _env_that_kills_its_process():
+    os._exit(3)  # as an out-of-memory kill or a crash would end a worker
+
+
+def test_a_worker_that_dies_raises_instead_of_waiting_forever():
+    """Reproducer: with multiprocessing.Pool a task whose worker died was never answered, so the
+    run would have waited forever."""
+    actors = jax.tree.map(lambda x: x[1:], _published_actors())
+    with EpisodePool(_env_that_kills_its_process, workers=1) as pool:
+        with pytest.raises(EvaluationWorkerDied, match="--resume"):
+            pool.evaluate(actors, np.array([[5, 6]]))

@@ -28,7 +28,7 @@ from mopo_jax.data.load import DatasetError, load_dataset
 from mopo_jax.dynamics import io as dynamics_io
 from mopo_jax.dynamics.fit import FitFailed
 from mopo_jax.envs.evaluate import evaluate_policies
-from mopo_jax.envs.episode_pool import EpisodePool
+from mopo_jax.envs.episode_pool import EpisodePool, EvaluationWorkerDied
 from mopo_jax.envs.ood_env import make_eval_env
 from mopo_jax.mopo.config import TrainConfig
 from mopo_jax.mopo.grid import Grid
@@ -43,7 +43,7 @@ STOP_NOTICE = ("stopping once the current chunk of epochs is done and checkpoint
                "since the last checkpoint")
 PREPARING = "preparing its dynamics ensembles (fitting or loading them)"
 USER_ERRORS = (ValueError, DatasetError, FitFailed, rundir.RunDirError, TrainingDiverged,
-               FileNotFoundError, PermissionError, ImportError)
+               FileNotFoundError, PermissionError, ImportError, EvaluationWorkerDied)
 
 
 def _models(config: TrainConfig, options: RunOptions, data, dataset, seeds):

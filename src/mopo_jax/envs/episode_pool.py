@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import jax
 import numpy as np
 
 from mopo_jax.envs.evaluate import EnvSource, check_episode_seeds, evaluate_policy
+
+
+class EvaluationWorkerDied(RuntimeError):
+    """A worker process ended during an evaluation (killed, out of memory, a crash)."""
 
 
 def _init_worker() -> None:
@@ -42,7 +48,7 @@ class EpisodePool:
             returns = pool.evaluate(actor_params, episode_seeds)   # [P, E] float64
 
     `evaluate` has the signature and the results of `evaluate.evaluate_policies`. Workers start
-    when the pool is made (a few seconds: each imports JAX and MuJoCo) and stop on `close`.
+    with the first evaluation (a few seconds: each imports JAX and MuJoCo) and stop on `close`.
     """
 
     def __init__(self, make_env: EnvSource, workers: int):
@@ -50,13 +56,14 @@ class EpisodePool:
             raise ValueError(f"workers={workers}: need >= 1 (0 means: evaluate in-process, "
                              "without a pool)")
         self.make_env, self.workers = make_env, workers
-        context = multiprocessing.get_context("spawn")
-        self._pool = context.Pool(workers, initializer=_init_worker)
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_worker)
 
     def evaluate(self, actor_params, episode_seeds) -> np.ndarray:
         """Returns [P, E] float64 of P policies (params leaves [P, ...]) on E episodes each,
         episode (p, e) reset with episode_seeds[p, e]. One task per episode, handed to the
-        workers one at a time as they free up (episode lengths differ)."""
+        workers one at a time as they free up (episode lengths differ). Raises
+        EvaluationWorkerDied when a worker ends mid-evaluation (the pool is then unusable)."""
         seeds = check_episode_seeds(episode_seeds, actor_params)
         if seeds.size == 0:
             return np.zeros(seeds.shape)
@@ -64,13 +71,18 @@ class EpisodePool:
         per_policy = [jax.tree.map(lambda leaf, p=p: leaf[p], host) for p in range(seeds.shape[0])]
         tasks = [(per_policy[p], self.make_env, int(seeds[p, e]))
                  for p in range(seeds.shape[0]) for e in range(seeds.shape[1])]
-        returns = self._pool.map(_one_episode, tasks, chunksize=1)
+        try:
+            returns = list(self._pool.map(_one_episode, tasks))
+        except BrokenProcessPool as err:  # a pool of dead workers would otherwise wait forever
+            raise EvaluationWorkerDied(
+                f"an evaluation worker process ended during an evaluation ({err}); the run keeps "
+                "its last checkpoint: --resume continues it (with fewer --eval-workers if memory "
+                "ran out)") from None
         return np.asarray(returns, np.float64).reshape(seeds.shape)
 
     def close(self) -> None:
-        """Stop the workers (idempotent)."""
-        self._pool.terminate()
-        self._pool.join()
+        """Stop the workers (idempotent); episodes not yet started are dropped."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> EpisodePool:
         return self
