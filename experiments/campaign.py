@@ -53,6 +53,7 @@ QUEUE = (
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 CAMPAIGN_LOCK = ".campaign.lock"
+CHECKOUT_RUNS = Path(__file__).resolve().parents[1] / "runs"  # where the docstring keeps the caches
 HEARTBEAT_S = 60.0  # seconds between updates of a running attempt's record
 
 
@@ -253,6 +254,10 @@ def show_status(entries, root: Path) -> int:
     alive = pid is not None
     running = f"campaign process {pid} running" if alive else "no campaign running"
     print(f"campaign root {root}: {running}")
+    checkout = CHECKOUT_RUNS / "cache" / "campaign"
+    if checkout != root and not any(root.glob("*/campaign.json")) and any(checkout.glob("*/campaign.json")):
+        print(f"  (empty; {checkout} holds runs: `export MOPO_JAX_CACHE_DIR={checkout.parent} "
+              f"MINARI_DATASETS_PATH={CHECKOUT_RUNS / 'minari'}` first)")
     for entry in entries:
         print(status_line(entry, root / entry.name))
     for line in status_lines(root):

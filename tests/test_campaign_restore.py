@@ -87,3 +87,17 @@ def test_the_campaign_skips_restored_runs_and_no_publish_publishes_nothing(tmp_p
                            *opts], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "hopper-random-seed0: finished, skipped" in proc.stdout
     assert not fresh.exists() and "starting" not in proc.stdout
+
+
+def test_status_points_from_an_empty_root_to_the_checkouts_caches(tmp_path, monkeypatch, capsys):
+    """A new session that forgot the cache exports must not read 'pending' as the campaign's state."""
+    import campaign  # noqa: E402
+
+    results, runs = _results(tmp_path), tmp_path / "checkout-runs"
+    campaign_restore.restore(results, runs / "cache" / "campaign")
+    monkeypatch.setattr(campaign, "CHECKOUT_RUNS", runs)
+    assert campaign.main(["status", "--root", str(tmp_path / "empty")]) == 0
+    out = capsys.readouterr().out
+    assert f"export MOPO_JAX_CACHE_DIR={runs / 'cache'} MINARI_DATASETS_PATH={runs / 'minari'}" in out
+    assert campaign.main(["status", "--root", str(runs / "cache" / "campaign")]) == 0
+    assert "export" not in capsys.readouterr().out
