@@ -37,12 +37,12 @@ import time
 from pathlib import Path
 
 from campaign_lib import (LOG_FILE, Entry, holds_run, last_log_line, load_queue_json, now_iso,
-                          pid_alive, progress, read_state, status_line, write_state)
-from campaign_history import (behavior_command, ensure_history, history_need, history_steps,
-                              status_lines)
-from campaign_proc import Stop, raise_stop, run_logged, start_child, stop_process
+                          progress, read_state, write_state)
+from campaign_history import behavior_command, ensure_history, history_need, history_steps
+from campaign_proc import Stop, raise_stop, run_logged, start_child
 from campaign_publish import publish
 from campaign_restore import restore
+from campaign_watch import CAMPAIGN_LOCK, show_status, stop
 from mopo_jax import paths
 
 QUEUE = (
@@ -52,8 +52,6 @@ QUEUE = (
     *(Entry("halfcheetah-random", s) for s in (0, 1, 2)),
 )
 RESULTS = Path(__file__).resolve().parent / "results"
-CAMPAIGN_LOCK = ".campaign.lock"
-CHECKOUT_RUNS = Path(__file__).resolve().parents[1] / "runs"  # where the docstring keeps the caches
 HEARTBEAT_S = 60.0  # seconds between updates of a running attempt's record
 
 
@@ -222,47 +220,6 @@ def prepare(entries, root: Path) -> int:
         else:
             ready = False
     return 0 if ready else 1
-
-
-def _campaign_pid(root: Path) -> int | None:
-    """The pid of the campaign process running on `root`, or None."""
-    try:
-        pid = int((root / CAMPAIGN_LOCK).read_text().strip() or 0)
-    except (OSError, ValueError):
-        return None
-    return pid if pid_alive(pid, needle="campaign") else None
-
-
-def stop(root: Path) -> int:
-    """Stop the campaign running on `root` (SIGTERM) and wait for it: its running train child
-    finishes and checkpoints the chunk in flight, so the next `run` loses no epoch."""
-    pid = _campaign_pid(root)
-    if pid is None:
-        print(f"no campaign running on {root}")
-        return 0
-    print(f"stopping campaign process {pid} (its run checkpoints first; up to ~2 minutes)")
-    if not stop_process(pid, lambda p: pid_alive(p, needle="campaign")):
-        print(f"campaign process {pid} is still running; `kill -KILL {pid}` ends it at once")
-        return 1
-    print(f"stopped; {last_log_line(root)}")
-    return 0
-
-
-def show_status(entries, root: Path) -> int:
-    """Print one line per queued run (and whether a campaign process holds the root)."""
-    pid = _campaign_pid(root)
-    alive = pid is not None
-    running = f"campaign process {pid} running" if alive else "no campaign running"
-    print(f"campaign root {root}: {running}")
-    checkout = CHECKOUT_RUNS / "cache" / "campaign"
-    if checkout != root and not any(root.glob("*/campaign.json")) and any(checkout.glob("*/campaign.json")):
-        print(f"  (empty; {checkout} holds runs: `export MOPO_JAX_CACHE_DIR={checkout.parent} "
-              f"MINARI_DATASETS_PATH={CHECKOUT_RUNS / 'minari'}` first)")
-    for entry in entries:
-        print(status_line(entry, root / entry.name))
-    for line in status_lines(root):
-        print(line)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,10 +92,11 @@ def test_the_campaign_skips_restored_runs_and_no_publish_publishes_nothing(tmp_p
 def test_status_points_from_an_empty_root_to_the_checkouts_caches(tmp_path, monkeypatch, capsys):
     """A new session that forgot the cache exports must not read 'pending' as the campaign's state."""
     import campaign  # noqa: E402
+    import campaign_watch  # noqa: E402
 
     results, runs = _results(tmp_path), tmp_path / "checkout-runs"
     campaign_restore.restore(results, runs / "cache" / "campaign")
-    monkeypatch.setattr(campaign, "CHECKOUT_RUNS", runs)
+    monkeypatch.setattr(campaign_watch, "CHECKOUT_RUNS", runs)
     assert campaign.main(["status", "--root", str(tmp_path / "empty")]) == 0
     out = capsys.readouterr().out
     assert f"export MOPO_JAX_CACHE_DIR={runs / 'cache'} MINARI_DATASETS_PATH={runs / 'minari'}" in out
