@@ -8,6 +8,7 @@
     python experiments/campaign.py publish [--only DATASET]                     # publish again
     python experiments/campaign.py prepare                                      # histories now
     python experiments/campaign.py restore      # published runs back into an empty root (lost cache)
+    python experiments/campaign.py adopt packed.tar.gz   # finished runs from a device machine
 
 On a machine whose home cache may be wiped between sessions (this project's was, once), keep
 every cache inside the checkout's git-ignored runs/ folder, for every campaign command:
@@ -41,7 +42,7 @@ from campaign_lib import (LOG_FILE, Entry, holds_run, last_log_line, load_queue_
 from campaign_history import behavior_command, ensure_history, history_need, history_steps
 from campaign_proc import Stop, raise_stop, run_logged, start_child
 from campaign_publish import publish
-from campaign_restore import restore
+from campaign_restore import adopt, restore
 from campaign_watch import CAMPAIGN_LOCK, show_status, stop
 from mopo_jax import paths
 
@@ -244,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoints the epochs in flight first")
     sub.add_parser("prepare", parents=[common], help="train the behaviour histories that queued "
                    "medium-replay runs need, now (the queue's run does it before them otherwise)")
+    sub.add_parser("adopt", parents=[common], help="put the finished runs of a device's "
+                   "packed.tar.gz (experiments/gpu/README.md) into the root").add_argument(
+                       "archive", type=Path, help="the packed.tar.gz a device command brought back")
     sub.add_parser("restore", parents=[common], help="put the runs published under --results back "
                    "into the root where their folders are missing (e.g. the cache was wiped), so "
                    "that `run` skips them and publishes them with the rest of their group")
@@ -267,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         root.mkdir(parents=True, exist_ok=True)
         return prepare(entries, root)
+    if args.command == "adopt":
+        epochs = {e.name: e.epochs for e in queue}
+        for run, what in adopt(args.archive, root, epochs):
+            print(f"{run}: {what}")
+        return 0
     if args.command == "restore":
         groups = None if args.only is None else {e.group for e in entries}
         for run, restored in restore(args.results, root, groups):

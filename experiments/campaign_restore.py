@@ -1,4 +1,5 @@
-"""Putting published campaign runs back into an empty campaign root (a machine whose cache was lost)."""
+"""Putting runs made elsewhere into the campaign root: published runs back after a cache was lost,
+and finished runs brought back from a device machine."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import gzip
 import json
 import re
 import shutil
+import tarfile
 from pathlib import Path
 
-from campaign_lib import STATE_FILE, holds_run, now_iso, write_state
+from campaign_lib import STATE_FILE, holds_run, now_iso, progress, write_state
 from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE, POLICIES, RESULTS_FILE
 
 MANIFEST = "campaign.json"  # a publication's own manifest (campaign_publish.MANIFEST)
@@ -85,4 +87,43 @@ def restore(results: Path, root: Path, only: set[str] | None = None) -> list[tup
     for pub in newest.values():
         manifest = json.loads((pub / MANIFEST).read_text(encoding="utf-8"))
         done += [(run, restore_run(pub, run, root, manifest)) for run in manifest.get("runs", [])]
+    return done
+
+
+def _run_folders(tar: tarfile.TarFile) -> list[str]:
+    """Top-level folders of the archive that hold a campaign run (campaign.json and config.json)."""
+    names = set(tar.getnames())
+    tops = {n.split("/", 1)[0] for n in names if "/" in n}
+    return sorted(t for t in tops if {f"{t}/{STATE_FILE}", f"{t}/{CONFIG_FILE}"} <= names)
+
+
+def adopt(archive: Path, root: Path, epochs: dict[str, int]) -> list[tuple[str, str]]:
+    """Put the finished campaign runs of a device's packed.tar.gz (`experiments/gpu/detached.py`)
+    into `root` (`epochs`: each queued run's epochs, default 1000); returns (run, what happened)
+    pairs. A run whose folder already holds a run is
+    left alone; an unfinished one is refused (its checkpoint stayed on the device, so it cannot
+    continue here). Each run is extracted beside its place and renamed into it."""
+    done = []
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        for run in _run_folders(tar):
+            dest, tmp = root / run, root / f".{run}.adopting"
+            if holds_run(dest) or (dest / STATE_FILE).exists():
+                done.append((run, "kept: the root already has it"))
+                continue
+            shutil.rmtree(tmp, ignore_errors=True)
+            members = [m for m in tar.getmembers() if m.name == run or m.name.startswith(f"{run}/")]
+            tar.extractall(tmp, members=members, filter="data")
+            total_epochs = epochs.get(run, 1000)
+            prog = progress(tmp / run, total_epochs)
+            if not prog.complete:
+                shutil.rmtree(tmp)
+                done.append((run, f"refused: unfinished ({prog.epochs_done}/{total_epochs} epochs; "
+                                  "its checkpoint stayed on the device)"))
+                continue
+            if dest.exists():  # an empty leftover folder
+                dest.rmdir()
+            (tmp / run).rename(dest)
+            tmp.rmdir()
+            done.append((run, "adopted"))
     return done

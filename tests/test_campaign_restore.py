@@ -102,3 +102,37 @@ def test_status_points_from_an_empty_root_to_the_checkouts_caches(tmp_path, monk
     assert f"export MOPO_JAX_CACHE_DIR={runs / 'cache'} MINARI_DATASETS_PATH={runs / 'minari'}" in out
     assert campaign.main(["status", "--root", str(runs / "cache" / "campaign")]) == 0
     assert "export" not in capsys.readouterr().out
+
+
+def test_adopt_takes_finished_device_runs_and_refuses_unfinished_ones(tmp_path):
+    """A device command's packed.tar.gz (detached.py's format): its finished run goes into the
+    root, the one its budget stopped (checkpoint left on the device) does not."""
+    sys.path.insert(0, str(ROOT / "experiments" / "gpu"))
+    import detached  # noqa: E402
+
+    device = tmp_path / "device"
+    campaign_restore.restore(_results(tmp_path), device)
+    shutil.rmtree(device / RUNS[0])
+    stopped = device / "hopper-random-seed2"  # the H200 run stopped at epoch 320
+    shutil.copytree(ROOT / "experiments" / "results" / "2026-12-04-gpu-check-h200" /
+                    "hopper-random-seed2-epoch320", stopped)
+    with gzip.open(stopped / "metrics.jsonl.gz", "rt") as f:
+        (stopped / "metrics.jsonl").write_text(f.read())
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "policy.log").write_text("log\n")
+    (tmp_path / "job.log").write_text("job\n")
+    archive = tmp_path / "packed.tar.gz"
+    detached._pack([tmp_path / "job.log", device / RUNS[1], stopped, tmp_path / "logs"], archive)
+
+    root = tmp_path / "root"
+    got = campaign_restore.adopt(archive, root, {"hopper-random-seed2": 1000})
+    assert got[0] == (RUNS[1], "adopted") and got[1][0] == "hopper-random-seed2"
+    assert got[1][1].startswith("refused: unfinished (320/1000 epochs")
+    assert sorted(p.name for p in root.iterdir()) == [RUNS[1]]  # no logs, no temporary folders
+    assert campaign_lib.progress(root / RUNS[1], 1000).complete
+    assert (root / RUNS[1] / "metrics.jsonl").read_bytes() == (device / RUNS[1] / "metrics.jsonl").read_bytes()
+    assert campaign_restore.adopt(archive, root, {})[0] == (RUNS[1], "kept: the root already has it")
+    out = subprocess.run([sys.executable, ROOT / "experiments" / "campaign.py", "adopt", archive,
+                          "--root", tmp_path / "root2"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert f"{RUNS[1]}: adopted" in out and "hopper-random-seed2: refused" in out
