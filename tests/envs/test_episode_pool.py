@@ -55,3 +55,37 @@ def test_a_worker_that_dies_raises_instead_of_waiting_forever():
     with EpisodePool(_env_that_kills_its_process, workers=1) as pool:
         with pytest.raises(EvaluationWorkerDied, match="--resume"):
             pool.evaluate(actors, np.array([[5, 6]]))
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """Reproducer: after a SIGKILL of the train process its pool's workers waited for tasks forever."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys, time, numpy as np\n"
+              "from mopo_jax.envs.episode_pool import EpisodePool\n"
+              "sys.path.insert(0, sys.argv[1])\n"
+              "from test_episode_pool import _published_actors\n"
+              "pool = EpisodePool('Hopper-v5', workers=2)\n"
+              "pool.evaluate(_published_actors(), np.array([[1, 2], [3, 4]]))\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        workers = [int(c) for c in children
+                   if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        proc.kill()

@@ -13,7 +13,10 @@ in their initializer, before any backend starts, so they take no accelerator mem
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -22,16 +25,27 @@ import numpy as np
 
 from mopo_jax.envs.evaluate import EnvSource, check_episode_seeds, evaluate_policy
 
+PARENT_POLL_S = 1.0  # how often a worker checks that its parent still runs
+
 
 class EvaluationWorkerDied(RuntimeError):
     """A worker process ended during an evaluation (killed, out of memory, a crash)."""
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Watchdog thread of a worker: end the worker once its parent is gone (a SIGKILLed train
+    process cannot close its pool, and its workers would wait for tasks forever)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)
+
+
 def _init_worker() -> None:
     """Worker start: JAX's CPU backend only; SIGINT is left to the parent (whose first Ctrl-C
-    finishes the chunk in flight, evaluation included)."""
+    finishes the chunk in flight, evaluation included); the worker ends with its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     jax.config.update("jax_platforms", "cpu")
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def _one_episode(task: tuple) -> float:
