@@ -57,6 +57,7 @@ def test_a_worker_that_dies_raises_instead_of_waiting_forever():
             pool.evaluate(actors, np.array([[5, 6]]))
 
 
+@pytest.mark.slow  # a subprocess with its own pool: ~10 s
 def test_workers_end_when_their_parent_is_killed(tmp_path):
     """Reproducer: after a SIGKILL of the train process its pool's workers waited for tasks forever."""
     import signal
