@@ -2,6 +2,7 @@
 # Dry run of the device command on this CPU machine, as the bare offline device would run it.
 #
 #   bash experiments/gpu/dry_run.sh            # after: .venv/bin/python experiments/gpu/fetch_wheels.py
+#   bash experiments/gpu/dry_run.sh --campaign # device_command_campaign.txt: a detached job, two calls
 #
 # 1. "The image": a fresh Python 3.12 venv holding only what the device has preinstalled that the
 #    check touches (jax/jaxlib 0.11.2 and numpy 2.5.2 as on the device, CPU build; flax, optax,
@@ -36,20 +37,29 @@ for mod in gymnasium mujoco minari tyro; do  # the image must not have them: the
     if "$VENV/bin/python3" -c "import $mod" 2>/dev/null; then echo "the image venv has $mod"; exit 1; fi
 done
 
-rm -rf /tmp/mopo-site "$WORK" "$OUT_DIR"
+rm -rf /tmp/mopo-site "$WORK" "$OUT_DIR" "$WORK.job"
 mkdir -p "$OUT_DIR"
-command=$(cat experiments/gpu/device_command.txt)
-run() {  # the device command, offline, with the image venv's python3
-    env PATH="$VENV/bin:$PATH" OUT="$OUT_DIR" BUDGET="$1" GPU_CHECK_ARGS="--small --work $WORK" \
-        unshare -n bash -c "$command"
-}
+if [ "${1:-}" = "--campaign" ]; then  # the detached campaign command: the first call returns while
+    command=$(cat experiments/gpu/device_command_campaign.txt)  # the job runs, the second waits
+    run() {
+        env PATH="$VENV/bin:$PATH" OUT="$OUT_DIR" JOB="$WORK.job" WORK="$WORK" WAIT="$1" \
+            EVAL_WORKERS=2 GPU_CHECK_ARGS="--small" unshare -n bash -c "$command"
+    }
+    FIRST_BUDGET=${FIRST_WAIT:-10}  # seconds the first call follows the job
+else
+    command=$(cat experiments/gpu/device_command.txt)
+    run() {  # the device command, offline, with the image venv's python3
+        env PATH="$VENV/bin:$PATH" OUT="$OUT_DIR" BUDGET="$1" GPU_CHECK_ARGS="--small --work $WORK" \
+            unshare -n bash -c "$command"
+    }
+fi
 for budget in "$FIRST_BUDGET" 600; do
     s=$(t)
     set +e
     run "$budget"
     rc=$?
     set -e
-    echo "== device command, --small, budget $budget s: exit $rc in $(took "$s")"
+    echo "== device command, --small, budget (--campaign: wait) $budget s: exit $rc in $(took "$s")"
     [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || exit "$rc"
 done
 [ "$rc" -eq 0 ] || { echo "the second command did not finish the check"; exit 1; }
