@@ -29,7 +29,7 @@ from mopo_jax.envs.evaluate import evaluate_policies
 from mopo_jax.files import atomic_write_bytes
 
 HERE = Path(__file__).resolve().parent
-PUBLISHED = HERE / "results" / "2026-12-04-hopper-random"
+PUBLISHED = sorted((HERE / "results").glob("*-hopper-random/campaign.json"))[-1].parent  # the newest
 POLICIES = {"standing (seed 0 final)": 0, "falling (seed 1 final)": 1}
 
 

@@ -34,8 +34,9 @@ def copy_run(run_dir: Path, dest: Path) -> None:
     for path in sorted((run_dir / POLICIES).glob("*")):
         if re.search(r"-(best|final)\.(msgpack|json)$", path.name):
             shutil.copy2(path, dest / POLICIES / path.name)
-    if (run_dir / STATE_FILE).exists():
-        shutil.copy2(run_dir / STATE_FILE, dest / RUN_STATE_COPY)
+    if (run_dir / STATE_FILE).exists():  # with the count of logged starts, which the row shows
+        state = read_state(run_dir) | {"starts_logged": _starts_logged(run_dir)}
+        (dest / RUN_STATE_COPY).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
 
 def _git(*args: str) -> str:
@@ -74,7 +75,8 @@ def _run_row(entry: Entry, run_dir: Path) -> str:
     grid, prog = config.get("grid", {}), progress(run_dir, entry.epochs)
     state = read_state(run_dir)
     attempts = state.get("attempts", [])
-    wall, starts = sum(a.get("seconds", 0.0) for a in attempts), _starts_logged(run_dir)
+    wall = sum(a.get("seconds", 0.0) for a in attempts)
+    starts = max(_starts_logged(run_dir), state.get("starts_logged", 0))  # restored: no log
     counted = f"{len(attempts)} starts" + (
         f", {starts - len(attempts)} more unrecorded" if starts > len(attempts) else "")
     wall_text = (f"{duration(wall)} ({counted})" if attempts else

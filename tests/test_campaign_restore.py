@@ -15,8 +15,10 @@ import campaign_lib  # noqa: E402
 import campaign_publish  # noqa: E402
 import campaign_restore  # noqa: E402
 
-PUBLICATION = ROOT / "experiments" / "results" / "2026-12-04-hopper-random"
-RUNS = ("hopper-random-seed0", "hopper-random-seed1")
+# the newest hopper-random publication: a new one replaces the older ones
+PUBLICATION = sorted((ROOT / "experiments" / "results").glob("*-hopper-random/campaign.json"))[-1].parent
+PUBLISHED_RUNS = tuple(json.loads((PUBLICATION / "campaign.json").read_text())["runs"])
+RUNS = ("hopper-random-seed0", "hopper-random-seed1")  # in every publication of the group
 
 
 def _results(tmp_path: Path) -> Path:
@@ -34,8 +36,8 @@ def test_restored_runs_are_finished_and_republish_with_the_same_rows(tmp_path):
     """Reproducer: the campaign's cache was lost between sessions, and `run` would have trained
     the published seeds 0 and 1 again from nothing."""
     results, root = _results(tmp_path), tmp_path / "root"
-    assert campaign_restore.restore(results, root) == [(run, True) for run in RUNS]
-    for run in RUNS:
+    assert campaign_restore.restore(results, root) == [(run, True) for run in PUBLISHED_RUNS]
+    for run in PUBLISHED_RUNS:
         run_dir, src = root / run, PUBLICATION / run
         assert campaign_lib.progress(run_dir, 1000).complete
         with gzip.open(src / "metrics.jsonl.gz", "rt") as f:
@@ -44,31 +46,34 @@ def test_restored_runs_are_finished_and_republish_with_the_same_rows(tmp_path):
         assert sorted(p.name for p in (run_dir / "policies").iterdir()) == sorted(
             p.name for p in (src / "policies").iterdir())
         state = campaign_lib.read_state(run_dir)
-        assert state["state"] == "finished" and state["published"] == "2026-12-04T05:54:00+0000"
-        # the wall-clock of the attempts, which that publication did not keep, is carried verbatim
+        published = json.loads((PUBLICATION / "campaign.json").read_text())["published"]
+        assert state["state"] == "finished" and state["published"] == published
         row = campaign_publish._run_row(campaign_lib.Entry("hopper-random", int(run[-1])), run_dir)
+        # the wall-clock of the attempts is carried: verbatim (an older publication), or as the
+        # attempts and the count of logged starts
         assert row == _published_row(run)
     assert not list(root.glob(".*restoring"))  # assembled aside, renamed into place
-    assert campaign_restore.restore(results, root) == [(run, False) for run in RUNS]  # kept
+    assert campaign_restore.restore(results, root) == [(run, False) for run in PUBLISHED_RUNS]
 
 
 def test_a_published_state_brings_back_the_attempts(tmp_path):
     results, root = _results(tmp_path), tmp_path / "root"
     attempts = [{"started": "2026-12-01T00:00:00+0000", "seconds": 7200.0, "returncode": 0}]
     saved = results / PUBLICATION.name / RUNS[0] / campaign_restore.RUN_STATE_COPY
-    saved.write_text(json.dumps({"state": "finished", "attempts": attempts}))
+    saved.write_text(json.dumps({"state": "finished", "attempts": attempts, "starts_logged": 3}))
     campaign_restore.restore(results, root)
     state = campaign_lib.read_state(root / RUNS[0])
     assert state["attempts"] == attempts and "wall_clock" not in state
     row = campaign_publish._run_row(campaign_lib.Entry("hopper-random", 0), root / RUNS[0])
-    assert "| 2.0 h (1 starts) |" in row
+    assert "| 2.0 h (1 starts, 2 more unrecorded) |" in row  # the log stayed behind, its count not
 
 
 def test_a_run_already_in_the_root_is_left_alone(tmp_path):
     results, root = _results(tmp_path), tmp_path / "root"
     (root / RUNS[1]).mkdir(parents=True)
     (root / RUNS[1] / "metrics.jsonl").write_text('{"epoch": 1}\n')
-    assert campaign_restore.restore(results, root) == [(RUNS[0], True), (RUNS[1], False)]
+    got = dict(campaign_restore.restore(results, root))
+    assert got[RUNS[0]] is True and got[RUNS[1]] is False
     assert (root / RUNS[1] / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
 
 
@@ -113,7 +118,7 @@ def test_adopt_takes_finished_device_runs_and_refuses_unfinished_ones(tmp_path):
     device = tmp_path / "device"
     campaign_restore.restore(_results(tmp_path), device)
     shutil.rmtree(device / RUNS[0])
-    stopped = device / "hopper-random-seed2"  # the H200 run stopped at epoch 320
+    stopped = device / "hopper-random-seed9"  # the H200 run of seed 2, stopped at epoch 320
     shutil.copytree(ROOT / "experiments" / "results" / "2026-12-04-gpu-check-h200" /
                     "hopper-random-seed2-epoch320", stopped)
     with gzip.open(stopped / "metrics.jsonl.gz", "rt") as f:
@@ -125,8 +130,8 @@ def test_adopt_takes_finished_device_runs_and_refuses_unfinished_ones(tmp_path):
     detached._pack([tmp_path / "job.log", device / RUNS[1], stopped, tmp_path / "logs"], archive)
 
     root = tmp_path / "root"
-    got = campaign_restore.adopt(archive, root, {"hopper-random-seed2": 1000})
-    assert got[0] == (RUNS[1], "adopted") and got[1][0] == "hopper-random-seed2"
+    got = campaign_restore.adopt(archive, root, {"hopper-random-seed9": 1000})
+    assert got[0] == (RUNS[1], "adopted") and got[1][0] == "hopper-random-seed9"
     assert got[1][1].startswith("refused: unfinished (320/1000 epochs")
     assert sorted(p.name for p in root.iterdir()) == [RUNS[1]]  # no logs, no temporary folders
     assert campaign_lib.progress(root / RUNS[1], 1000).complete
@@ -135,4 +140,4 @@ def test_adopt_takes_finished_device_runs_and_refuses_unfinished_ones(tmp_path):
     out = subprocess.run([sys.executable, ROOT / "experiments" / "campaign.py", "adopt", archive,
                           "--root", tmp_path / "root2"], capture_output=True, text=True, timeout=60,
                          check=True).stdout
-    assert f"{RUNS[1]}: adopted" in out and "hopper-random-seed2: refused" in out
+    assert f"{RUNS[1]}: adopted" in out and "hopper-random-seed9: refused" in out
