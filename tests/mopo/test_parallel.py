@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mopo_jax import rundir
 from mopo_jax.mopo.config import tiny
 from mopo_jax.dynamics.fit import fit, fit_many
 from mopo_jax.sharding import combine_rows, gather, owned_rows, seed_mesh, shard_seeds
@@ -93,18 +94,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _two_processes(run_dir, *extra: str, second: tuple[str, ...] = ()) -> list[subprocess.CompletedProcess]:
-    """The CLI as 2 local CPU processes (one device each), coordinator on 127.0.0.1; `second`:
-    flags given to process 1 only."""
+def _start_two(run_dir, *extra: str, second: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+    """Start the CLI as 2 local CPU processes (one device each), coordinator on 127.0.0.1;
+    `second`: flags given to process 1 only."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     port = _free_port()
-    procs = [subprocess.Popen(
+    return [subprocess.Popen(
         [sys.executable, "-m", "mopo_jax.train", "--dataset", "hopper-random", "--tiny",
          "--dataset-steps", "1500", "--offline", "--num-seeds", "2", "--logdir", str(run_dir),
          "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
          *extra, *(second if i else ())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+
+
+def _two_processes(run_dir, *extra: str, second: tuple[str, ...] = ()) -> list[subprocess.CompletedProcess]:
+    """The CLI as 2 local CPU processes (see `_start_two`), waited for."""
+    procs = _start_two(run_dir, *extra, second=second)
     done = []
     for proc in procs:
         try:
@@ -184,3 +190,29 @@ def test_gather_owned_rows_and_combine_rows_in_one_process():
     np.testing.assert_array_equal(owned_rows(placed["x"]), [0, 1, 2])  # one process holds all
     local = np.array([[1.5], [2.5]])
     np.testing.assert_array_equal(combine_rows(local, np.array([0, 2]), 3), [[1.5], [0.0], [2.5]])
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_checkpointed_epoch(data_dirs, tmp_path):
+    """The clean stop of a multi-process run: SIGTERM to process 1 alone (not the writer) ends
+    both processes after the same chunk, with a checkpoint at the last epoch written."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "stopped"
+    procs = _start_two(run_dir, "--epochs", "100000", "--checkpoint-minutes", "60")
+    try:
+        metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + 300
+        while time.monotonic() < deadline and (
+                not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
+            assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-2000:]
+            time.sleep(0.5)
+        procs[1].send_signal(signal.SIGTERM)
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [130, 130], results[0][1][-2000:] + results[1][1][-2000:]
+    last = max(r["epoch"] for r in _rows(run_dir))
+    assert 2 <= last < 100000 and rundir.checkpoint_metadata(run_dir)["epoch"] == last
+    assert all("Traceback" not in err for _, err in results)
