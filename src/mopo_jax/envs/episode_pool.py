@@ -7,7 +7,10 @@ with the reference loop of `evaluate.evaluate_policy` (one env, one-row actor ca
 so every return equals the one `evaluate.evaluate_policies` computes in-process.
 
 The workers are spawned (never forked from a process that runs JAX) and choose JAX's CPU backend
-in their initializer, before any backend starts, so they take no accelerator memory.
+in their initializer, before any backend starts, so they take no accelerator memory. As with any
+spawned pool, each worker imports the parent's main module first: a script that makes a pool
+must keep its JAX work under `if __name__ == "__main__":`, or each worker would start that work
+(and an accelerator backend) too.
 """
 
 from __future__ import annotations
