@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from campaign import QUEUE
-from campaign_lib import chunk_rates, policy_rows
+from campaign_lib import chunk_rates, duration, policy_rows
 from campaign_publish import MANIFEST
 from mopo_jax.files import atomic_write_bytes
 
@@ -83,14 +83,25 @@ def group_table(group: str, publication: Path, queued: int) -> str:
     for s in summaries:
         lines.append(f"| {s['seed']} | {s['epochs']} | {s['final']:.1f} | {s['last10']:.1f} | "
                      f"{s['final_eval']:.1f} | {s['best']:.1f} (epoch {s['best_epoch']}) | "
-                     f"{s['policy_seconds'] / 3600:.1f} h |")
+                     f"{duration(s['policy_seconds'])} |")
     lines += [
         f"| mean ± std | | {_mean_std([s['final'] for s in summaries])} | "
         f"{_mean_std([s['last10'] for s in summaries])} | "
         f"{_mean_std([s['final_eval'] for s in summaries])} | | |",
         f"| paper (D4RL v0 data; ours on v5 data) | 1000 | {paper_mean} ± {paper_std} | | | | |", "",
-        "Machine: " + "; ".join(sorted({f"{s['device']}, jax {s['jax']}" for s in summaries})) + "."]
+        _machines(summaries)]
     return "\n".join(lines)
+
+
+def _machines(summaries: list[dict]) -> str:
+    """The Machine line: the one machine, or each machine with the seeds it ran."""
+    seeds: dict[str, list[int]] = {}
+    for s in summaries:
+        seeds.setdefault(f"{s['device']}, jax {s['jax']}", []).append(s["seed"])
+    if len(seeds) == 1:
+        return f"Machine: {next(iter(seeds))}."
+    return "Machine: " + "; ".join(
+        f"seed{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}: {k}" for k, v in seeds.items()) + "."
 
 
 def tables(results: Path = RESULTS) -> str:

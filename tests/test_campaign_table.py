@@ -64,3 +64,12 @@ def test_the_block_between_the_markers_is_replaced_and_nothing_else():
 def test_the_readme_tables_match_the_committed_publications(capsys):
     assert ct.main(["--check"]) == 0, capsys.readouterr().err
     assert set(ct.PAPER) == {e.group for e in ct.QUEUE}
+
+
+def test_a_table_of_several_machines_says_which_seed_ran_where():
+    cpu, gpu = "cpu (cpu, 1 devices, 2 host cores)", "NVIDIA H200 (gpu, 1 devices, 16 host cores)"
+    runs = [{"device": cpu, "jax": "0.10.2", "seed": 0}, {"device": cpu, "jax": "0.10.2", "seed": 1},
+            {"device": gpu, "jax": "0.11.2", "seed": 2}]
+    assert ct._machines(runs) == (f"Machine: seeds 0, 1: {cpu}, jax 0.10.2; "
+                                  f"seed 2: {gpu}, jax 0.11.2.")
+    assert ct._machines(runs[:2]) == f"Machine: {cpu}, jax 0.10.2."
