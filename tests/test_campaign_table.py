@@ -47,7 +47,7 @@ def test_a_table_holds_each_seed_the_spread_and_the_paper(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| seed | epochs | final | last-10 mean | final eval (100 fresh")
     assert rows[1] == "| 0 | 2 | 10.0 | 11.0 | 9.0 | 40.0 (epoch 1) | 30 min |"  # 2 × 900 s
-    assert rows[2] == "| 1 | 2 | 14.0 | 15.0 | 13.0 | 41.0 (epoch 1) | 0.5 h |"
+    assert rows[2] == "| 1 | 2 | 14.0 | 15.0 | 13.0 | 41.0 (epoch 1) | 30 min |"
     # mean ± sample std of (10, 14): 12.0 ± 2.83
     assert rows[3] == "| mean ± std | | 12.0 ± 2.8 | 13.0 ± 2.8 | 11.0 ± 2.8 | | |"
     assert rows[4].startswith("| paper (D4RL v0 data; ours on v5 data) | 1000 | 11.7 ± 0.4 |")
