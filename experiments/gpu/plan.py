@@ -7,7 +7,8 @@ on 16 processes, read 2.4 s); the fit of seed 2's ensemble 48 s (34 epochs to ea
 ~1.1 s each); the policy step's compilation 10 s; a compiled epoch 0.136 s. The run's epochs took
 1.0–2.0 s with the evaluation in the train process. The policy estimate below assumes
 `--eval-workers 10` (the campaign device command's default): ~0.3 s per epoch, projected from the
-2-core CPU's 2.58 s for 10 standing episodes on one worker, not yet measured on the device.
+2-core CPU's ~2.5 s for 10 standing episodes on one worker (~250 µs a step), not yet measured
+on the device.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ FULL = (
          resumable=True, min_s=60),
     Part("policy", "1000 epochs x 1000 SAC steps + 50k x 5 rollout, 10-episode evaluation every "
          "epoch, 100-episode final evaluation", 350,
-         "compiled epoch 0.136 s (measured) beside an evaluation on 10 workers of ~0.05-0.3 s "
-         "(projected): 1000 x ~0.3 s + 10 s compile + 10 s final evaluation; with the "
-         "evaluation in the train process it measured 1.0-2.0 s an epoch", resumable=True,
+         "compiled epoch 0.136 s (measured) beside an evaluation on 10 workers of ~0.15 s "
+         "(falling) to ~0.25-0.4 s (standing; projected): 1000 x ~0.3 s + 10 s compile + 10 s "
+         "final evaluation; with the evaluation in the train process it measured 1.0-2.0 s an "
+         "epoch", resumable=True,
          min_s=90),
 )
 SMALL = (  # --small on this project's 2-core CPU, measured by experiments/gpu/dry_run.sh
