@@ -15,12 +15,12 @@ from pathlib import Path
 
 from campaign_lib import (LAST_K, LOG_FILE, STATE_FILE, Entry, duration, now_iso, pid_alive, progress,
                           read_state, write_state)
-from campaign_restore import RUN_STATE_COPY
 from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE, POLICIES, RESULTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_S = 1800  # seconds the report may take
 MANIFEST = "campaign.json"  # marks a folder as a campaign publication (older ones get replaced)
+RUN_STATE_COPY = "campaign_state.json"  # a published run's campaign.json (what restore puts back)
 
 
 def copy_run(run_dir: Path, dest: Path) -> None:

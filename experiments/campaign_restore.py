@@ -11,10 +11,9 @@ import tarfile
 from pathlib import Path
 
 from campaign_lib import STATE_FILE, holds_run, now_iso, progress, write_state
+from campaign_publish import MANIFEST, RUN_STATE_COPY
 from mopo_jax.run_layout import CONFIG_FILE, METRICS_FILE, POLICIES, RESULTS_FILE
 
-MANIFEST = "campaign.json"  # a publication's own manifest (campaign_publish.MANIFEST)
-RUN_STATE_COPY = "campaign_state.json"  # a published run's campaign.json (its attempts)
 WALL_CLOCK_COLUMN = 9  # the README table's wall-clock column (1-based, after the leading '|')
 
 
@@ -51,12 +50,24 @@ def _restored_state(publication: Path, run: str, manifest: dict) -> dict:
                     "restored": now_iso()}
 
 
+def _occupied(dest: Path) -> bool:
+    """Whether a run folder already holds a run (or the campaign's record of one)."""
+    return holds_run(dest) or (dest / STATE_FILE).exists()
+
+
+def _move_into(assembled: Path, dest: Path) -> None:
+    """Rename a run folder assembled beside its place into it (an empty leftover is replaced)."""
+    if dest.exists():
+        dest.rmdir()
+    assembled.rename(dest)
+
+
 def restore_run(publication: Path, run: str, root: Path, manifest: dict) -> bool:
     """Rebuild <root>/<run> from the publication's copy (config, results, metrics unzipped,
     best/final actors, campaign state); False when <root>/<run> already holds a run (left as is).
     The folder is assembled under a temporary name and renamed into place."""
     dest = root / run
-    if holds_run(dest) or (dest / STATE_FILE).exists():
+    if _occupied(dest):
         return False
     src, tmp = publication / run, root / f".{run}.restoring"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -68,9 +79,7 @@ def restore_run(publication: Path, run: str, root: Path, manifest: dict) -> bool
     for path in sorted((src / POLICIES).glob("*")):
         shutil.copy2(path, tmp / POLICIES / path.name)
     write_state(tmp, _restored_state(publication, run, manifest))
-    if dest.exists():  # an empty leftover folder
-        dest.rmdir()
-    tmp.rename(dest)
+    _move_into(tmp, dest)
     return True
 
 
@@ -78,14 +87,13 @@ def restore(results: Path, root: Path, only: set[str] | None = None) -> list[tup
     """Restore every run of every publication under `results` (newest publication of a group
     wins; `only`: these groups) into `root`; returns (run, restored) pairs."""
     root.mkdir(parents=True, exist_ok=True)
-    newest: dict[str, Path] = {}
+    newest: dict[str, tuple[Path, dict]] = {}
     for pub in publications(results):
         manifest = json.loads((pub / MANIFEST).read_text(encoding="utf-8"))
         if only is None or manifest.get("group") in only:
-            newest[manifest["group"]] = pub  # sorted by date: the last one is the newest
+            newest[manifest["group"]] = (pub, manifest)  # sorted by date: the last is the newest
     done = []
-    for pub in newest.values():
-        manifest = json.loads((pub / MANIFEST).read_text(encoding="utf-8"))
+    for pub, manifest in newest.values():
         done += [(run, restore_run(pub, run, root, manifest)) for run in manifest.get("runs", [])]
     return done
 
@@ -100,15 +108,15 @@ def _run_folders(tar: tarfile.TarFile) -> list[str]:
 def adopt(archive: Path, root: Path, epochs: dict[str, int]) -> list[tuple[str, str]]:
     """Put the finished campaign runs of a device's packed.tar.gz (`experiments/gpu/detached.py`)
     into `root` (`epochs`: each queued run's epochs, default 1000); returns (run, what happened)
-    pairs. A run whose folder already holds a run is
-    left alone; an unfinished one is refused (its checkpoint stayed on the device, so it cannot
-    continue here). Each run is extracted beside its place and renamed into it."""
+    pairs. A run whose folder already holds a run is left alone; an unfinished one is refused
+    (its checkpoint stayed on the device, so it cannot continue here). Each run is extracted
+    beside its place and renamed into it."""
     done = []
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         for run in _run_folders(tar):
             dest, tmp = root / run, root / f".{run}.adopting"
-            if holds_run(dest) or (dest / STATE_FILE).exists():
+            if _occupied(dest):
                 done.append((run, "kept: the root already has it"))
                 continue
             shutil.rmtree(tmp, ignore_errors=True)
@@ -121,9 +129,7 @@ def adopt(archive: Path, root: Path, epochs: dict[str, int]) -> list[tuple[str, 
                 done.append((run, f"refused: unfinished ({prog.epochs_done}/{total_epochs} epochs; "
                                   "its checkpoint stayed on the device)"))
                 continue
-            if dest.exists():  # an empty leftover folder
-                dest.rmdir()
-            (tmp / run).rename(dest)
+            _move_into(tmp / run, dest)
             tmp.rmdir()
             done.append((run, "adopted"))
     return done
