@@ -57,7 +57,8 @@ NOTES = {  # log lines kept in the summary: what each part measured on the way
     "policy": r"compiled the|final evaluation|checkpoint at epoch|^\{",
 }
 SMALL_DATA = ["--num-steps", "2000"]
-SMALL_TRAIN = ["--dataset-steps", "2000", "--epochs", "3", "--steps-per-epoch", "20",
+SMALL_EPOCHS = 3  # the policy epochs of --small (the train command's or the queue entry's)
+SMALL_TRAIN = ["--dataset-steps", "2000", "--steps-per-epoch", "20",
                "--rollout-batch-size", "64", "--eval-episodes", "1", "--final-eval-episodes", "2",
                "--dynamics.max-epochs", "3", "--sac.hidden-sizes", "32", "32",
                "--sac.batch-size", "32"]
@@ -68,14 +69,19 @@ def run_dir(args, work: Path) -> Path:
     return work / "campaign" / f"{args.dataset}-seed{args.seed}" if args.campaign else work / "run"
 
 
+def train_flags(args) -> list[str]:
+    """The flags both policy commands pass to the train command: the tiny sizes of --small and
+    --eval-workers (the epochs go separately: a campaign takes them from its queue entry)."""
+    flags = list(SMALL_TRAIN) if args.small else []
+    return flags + (["--eval-workers", str(args.eval_workers)] if args.eval_workers else [])
+
+
 def campaign_policy(args, work: Path) -> list[str]:
     """The policy part with --campaign: the campaign on a one-entry queue written to work."""
-    train = SMALL_TRAIN + ["--checkpoint-minutes", str(args.checkpoint_minutes)] if args.small else []
-    train = train + (["--eval-workers", str(args.eval_workers)] if args.eval_workers else [])
-    epochs = (args.epochs or 3) if args.small else (args.epochs or 1000)
-    if "--epochs" in train:
-        i = train.index("--epochs")
-        train = train[:i] + train[i + 2:]
+    train = train_flags(args)
+    if args.small:  # the campaign's default checkpoint cadence otherwise
+        train += ["--checkpoint-minutes", str(args.checkpoint_minutes)]
+    epochs = args.epochs or (SMALL_EPOCHS if args.small else 1000)
     write_json(work / "queue.json", [{"dataset": args.dataset, "seed": args.seed, "epochs": epochs}])
     return [sys.executable, str(ROOT / "experiments" / "campaign.py"), "run", "--no-publish",
             "--queue-json", str(work / "queue.json"), "--root", str(work / "campaign"),
@@ -94,15 +100,13 @@ def commands(args, work: Path, name: str) -> dict[str, list[str]]:
            str(args.seed)]
     train = [py, "-m", "mopo_jax.train", "--dataset", args.dataset, "--offline", "--resume",
              "--seed", str(args.seed), "--logdir", str(work / "run"),
-             "--checkpoint-minutes", str(args.checkpoint_minutes)]
+             "--checkpoint-minutes", str(args.checkpoint_minutes), *train_flags(args)]
     if small:
         data += SMALL_DATA
         fit += SMALL_DATA + ["--max-epochs", "3"]
-        train += SMALL_TRAIN
-    if args.epochs:
-        train += ["--epochs", str(args.epochs)]
-    if args.eval_workers:
-        train += ["--eval-workers", str(args.eval_workers)]
+    epochs = args.epochs or (SMALL_EPOCHS if small else None)
+    if epochs:
+        train += ["--epochs", str(epochs)]
     if args.campaign:
         train = campaign_policy(args, work)
     return {"bench": bench, "dataset": data, "fit": fit, "policy": train}
