@@ -4,17 +4,20 @@ Parts, in priority order (experiments/gpu/plan.py has each one's expected H200 t
   bench    experiments/benchmark.py parts a-d at the paper's shapes with 1 and 16 policies
            vmapped in one program (aggregate SAC steps/s, the 16-vs-1 ratio); skipped once its
            results file exists in the work folder.
-  dataset  hopper-random built locally (1M uniform-random steps; no download is tried), on the
-           host CPU only, beside the benchmark.
+  dataset  --dataset (default hopper-random; a random level) built locally (1M uniform-random
+           steps; no download is tried), on the host CPU only, beside the benchmark.
   fit      the dynamics ensemble on all of it (`python -m mopo_jax.dynamics`, into the model cache
            that training reads); a stopped fit saves its state and continues next time.
-  policy   the full run: `python -m mopo_jax.train --dataset hopper-random` with the original's
+  policy   the full run: `python -m mopo_jax.train --dataset D --seed N` with the original's
            defaults (1000 epochs, evaluation every epoch, a 100-episode final evaluation),
-           checkpointing every minute and continued with --resume. With --campaign the run is
-           the campaign's own (`experiments/campaign.py run --no-publish` on a one-entry queue,
-           hopper-random --seed N): its campaign.json and campaign.log record the attempt, and
-           the train command fits the seed's ensemble itself (the fit part is skipped), exactly
-           as the campaign runs it on a CPU; bring the run folder back and publish it there.
+           checkpointing every minute and continued with --resume. With --campaign the runs are
+           the campaign's own (`experiments/campaign.py run --no-publish` on a queue of one entry
+           per seed of --seeds N,M,...): their campaign.json and campaign.log record the attempts,
+           and each train command fits its seed's ensemble itself (the fit part is skipped),
+           exactly as the campaign runs them on a CPU; bring the run folders back and adopt them.
+
+A part's state records what it made (the dataset; the seeds), so the same work folder serves a
+later command for other seeds: the built dataset is reused, and the runs are new.
 
     python experiments/gpu_check.py --budget-seconds 530   # on the GPU (experiments/gpu/README.md)
     python experiments/gpu_check.py --small                # CPU smoke run of the same script
@@ -44,13 +47,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from gpu import plan
-from gpu.jobs import GRACE_S, Job, read_json, run_progress, write_json
+from gpu.jobs import GRACE_S, Job, bench_summary, probe, read_json, run_progress, write_json
 from mopo_jax.run_layout import METRICS_FILE, RESULTS_FILE
 
-PROBE = ("import json, os, sys, jax, jaxlib; d = jax.devices(); print(json.dumps({'backend': "
-         "jax.default_backend(), 'device_kind': d[0].device_kind, 'device_count': len(d), "
-         "'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'python': sys.version.split()[0], "
-         "'host_cores': os.cpu_count()}))")
 NOTES = {  # log lines kept in the summary: what each part measured on the way
     "dataset": r"collected \d+/|writing |wrote |read \d+ transitions",
     "fit": r"epochs run:|wall time:|holdout MSE per member",
@@ -64,9 +63,31 @@ SMALL_TRAIN = ["--dataset-steps", "2000", "--steps-per-epoch", "20",
                "--sac.batch-size", "32"]
 
 
-def run_dir(args, work: Path) -> Path:
-    """The train run's folder: work/run, or the campaign's run folder with --campaign."""
-    return work / "campaign" / f"{args.dataset}-seed{args.seed}" if args.campaign else work / "run"
+def parse_seeds(text: str) -> list[int]:
+    """'2' -> [2]; '0,1' -> [0, 1]: distinct non-negative seeds, in the order given."""
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seeds as N or N,M,... (e.g. 0,1)") from None
+    if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds must be distinct and non-negative")
+    return seeds
+
+
+def run_dirs(args, work: Path) -> list[Path]:
+    """The train runs' folders: [work/run], or the campaign's run folder of each seed."""
+    if not args.campaign:
+        return [work / "run"]
+    return [work / "campaign" / f"{args.dataset}-seed{seed}" for seed in args.seeds]
+
+
+def part_targets(args) -> dict[str, str]:
+    """What each part makes. A part recorded as done for another target (an earlier command's
+    dataset or seeds, in the same work folder) is not done for this one."""
+    seeds = ",".join(map(str, args.seeds))
+    return {"bench": "benchmark", "dataset": args.dataset,
+            "fit": f"{args.dataset} seed {args.seeds[0]}",
+            "policy": f"{args.dataset} seeds {seeds}" + (" (campaign)" if args.campaign else "")}
 
 
 def train_flags(args) -> list[str]:
@@ -77,12 +98,14 @@ def train_flags(args) -> list[str]:
 
 
 def campaign_policy(args, work: Path) -> list[str]:
-    """The policy part with --campaign: the campaign on a one-entry queue written to work."""
+    """The policy part with --campaign: the campaign on a queue of one entry per seed, written
+    to work (the runs go one after another; a finished one is skipped when the part runs again)."""
     train = train_flags(args)
     if args.small:  # the campaign's default checkpoint cadence otherwise
         train += ["--checkpoint-minutes", str(args.checkpoint_minutes)]
     epochs = args.epochs or (SMALL_EPOCHS if args.small else 1000)
-    write_json(work / "queue.json", [{"dataset": args.dataset, "seed": args.seed, "epochs": epochs}])
+    write_json(work / "queue.json", [{"dataset": args.dataset, "seed": seed, "epochs": epochs}
+                                     for seed in args.seeds])
     return [sys.executable, str(ROOT / "experiments" / "campaign.py"), "run", "--no-publish",
             "--queue-json", str(work / "queue.json"), "--root", str(work / "campaign"),
             *(["--", *train] if train else [])]
@@ -97,9 +120,9 @@ def commands(args, work: Path, name: str) -> dict[str, list[str]]:
         bench += ["--quick", "--num-seeds", "1,2", "--repeats", "2"]
     data = [py, "-m", "mopo_jax.data", "--dataset", args.dataset, "--offline"]
     fit = [py, "-m", "mopo_jax.dynamics", "--dataset", args.dataset, "--offline", "--seed",
-           str(args.seed)]
+           str(args.seeds[0])]
     train = [py, "-m", "mopo_jax.train", "--dataset", args.dataset, "--offline", "--resume",
-             "--seed", str(args.seed), "--logdir", str(work / "run"),
+             "--seed", str(args.seeds[0]), "--logdir", str(work / "run"),
              "--checkpoint-minutes", str(args.checkpoint_minutes), *train_flags(args)]
     if small:
         data += SMALL_DATA
@@ -110,39 +133,6 @@ def commands(args, work: Path, name: str) -> dict[str, list[str]]:
     if args.campaign:
         train = campaign_policy(args, work)
     return {"bench": bench, "dataset": data, "fit": fit, "policy": train}
-
-
-def probe(env: dict) -> dict:
-    """The device and versions, read in a subprocess (this process never starts a JAX backend,
-    so it holds no GPU memory while the parts run)."""
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=False,
-                         env={**env, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, timeout=300)
-    if out.returncode:
-        raise SystemExit(f"JAX probe failed:\n{out.stderr[-2000:]}")
-    import json
-
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def bench_summary(result: dict | None) -> dict | None:
-    """The headline numbers of the benchmark JSON: per measurement of parts a-d, seconds per
-    call, compile seconds and rate (grad steps/s, SAC steps/s); the d ratio most-vs-1 policy."""
-    if not result:
-        return None
-    out = {}
-    for part, records in result.get("parts", {}).items():
-        for key, rec in records.items():
-            out[f"{part}_{key}"] = {
-                "median_s": rec["seconds"]["median"], "compile_s": rec.get("compile_s"),
-                "rate": (rec.get("rate") or {}).get("median"), "unit": rec.get("unit"),
-                "gflop_per_s": rec.get("gflop_per_s"), "device_memory": rec.get("device_memory")}
-    d = result.get("parts", {}).get("d", {})
-    seeds = sorted(d, key=lambda k: int(k.split("_")[1]))
-    if len(seeds) > 1:
-        first, last = d[seeds[0]], d[seeds[-1]]
-        out["d_aggregate_ratio"] = {"policies": [first["num_seeds"], last["num_seeds"]],
-                                    "ratio": round(last["rate"]["median"] / first["rate"]["median"], 2)}
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,15 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-minutes", type=float,
                    help="run checkpoint cadence (default 1; --small: every epoch)")
     p.add_argument("--fresh", action="store_true", help="delete the work folder's state first")
-    p.add_argument("--seed", type=int, default=0, help="the run's (and its ensemble's) seed")
+    p.add_argument("--seeds", "--seed", dest="seeds", type=parse_seeds, default=[0],
+                   help="the run's (and its ensemble's) seed; with --campaign a list, N,M,...: "
+                   "the runs go one after another")
     p.add_argument("--campaign", action="store_true", help="run the policy part as the campaign's "
-                   "run <dataset>-seed<seed> (it fits its own ensemble; no fit part)")
+                   "runs <dataset>-seed<N> (each fits its own ensemble; no fit part)")
     p.add_argument("--dataset", default="hopper-random", help="the run's dataset, built on the "
                    "machine (a random level: a medium-replay one needs a behaviour history)")
     p.add_argument("--bench-parts", default="a,b,c,d", help="benchmark.py --only (default a,b,c,d)")
     p.add_argument("--eval-workers", type=int, default=0, help="the train command's --eval-workers: "
                    "evaluation episodes in this many processes (0: in the train process)")
     args = p.parse_args(argv)
+    if len(args.seeds) > 1 and not args.campaign:
+        p.error("several --seeds need --campaign (without it the check runs one train command)")
     if args.checkpoint_minutes is None:
         args.checkpoint_minutes = 0.0001 if args.small else 1.0
     t0 = time.perf_counter()
@@ -197,23 +191,28 @@ def main(argv: list[str] | None = None) -> int:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{m['backend']}-{m['device_kind']}").lower()
     state["plan"] = {x.name: {"estimate_s": x.estimate_s, "how": x.how} for x in plan.parts(args.small)}
     state["plan_total_s"] = plan.total_s(args.small)
-    cmds, logs, the_run = commands(args, work, name), work / "logs", run_dir(args, work)
-    state["seed"], state["campaign"] = args.seed, args.campaign
+    cmds, logs, the_runs = commands(args, work, name), work / "logs", run_dirs(args, work)
+    targets = part_targets(args)
+    for part, entry in list(state["parts"].items()):  # made for another dataset or seeds
+        if entry.get("target", targets[part]) != targets[part]:
+            state.setdefault("earlier_parts", []).append({part: state["parts"].pop(part)})
+    state["dataset"], state["seeds"], state["campaign"] = args.dataset, args.seeds, args.campaign
     bench_file = work / f"gpu-check-bench-{name}.json"
     print(f"device: {m['device_kind']} ({m['backend']}, {m['device_count']}), jax {m['jax']}; "
           f"work {work}; out {out_dir}", flush=True)
 
     def save() -> None:
-        if (the_run / RESULTS_FILE).exists():
-            state["run"] = run_progress(the_run)
+        state["runs"] = {r.name: run_progress(r) for r in the_runs if (r / RESULTS_FILE).exists()}
         state["benchmark"] = bench_summary(read_json(bench_file))
         state["elapsed_this_command_s"] = round(time.perf_counter() - t0, 1)
         write_json(state_path, state)
         write_json(out_dir / f"gpu-check-{name}.json", state)
+        latest = max((r for r in the_runs if (r / METRICS_FILE).exists()),
+                     key=lambda r: (r / METRICS_FILE).stat().st_mtime, default=the_runs[0])
         for src, dst in ((bench_file, bench_file.name),
                          (bench_file.with_suffix(".md"), bench_file.with_suffix(".md").name),
-                         (the_run / RESULTS_FILE, "gpu-check-run-results.json"),
-                         (the_run / METRICS_FILE, "gpu-check-run-metrics.jsonl")):
+                         (latest / RESULTS_FILE, "gpu-check-run-results.json"),
+                         (latest / METRICS_FILE, "gpu-check-run-metrics.jsonl")):
             if src.exists():
                 shutil.copyfile(src, out_dir / dst)
 
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(part: str, job: Job | None, result: dict | None, status: str) -> None:
         entry = state["parts"].setdefault(part, {"seconds_per_command": []})
-        entry["status"] = status
+        entry["status"], entry["target"] = status, targets[part]
         if result:
             entry["seconds_per_command"].append(result["seconds"])
             entry["seconds"] = round(sum(entry["seconds_per_command"]), 1)
@@ -262,12 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     finish("bench", start("bench", env=env))  # a failed benchmark does not stop the run
     if args.campaign:  # the campaign's train command fits the seed's ensemble itself
         state["parts"]["fit"] = {"status": "done", "seconds_per_command": [],
+                                 "target": targets["fit"],
                                  "note": "in the policy part: the campaign's train command fits it"}
     if finish("dataset", data_job) and finish("fit", start("fit", env=env)):
         finish("policy", start("policy", env=env))
     save()
     statuses = {k: v["status"] for k, v in state["parts"].items()}
-    print(f"summary: {statuses}; run: {state.get('run')}; written {out_dir / f'gpu-check-{name}.json'}",
+    print(f"summary: {statuses}; runs: {state.get('runs')}; written {out_dir / f'gpu-check-{name}.json'}",
           flush=True)
     if any(s == "failed" for s in statuses.values()):
         return 1

@@ -164,10 +164,10 @@ def test_campaign_device_command_fits_and_names_existing_scripts():
 
 
 def test_campaign_mode_runs_the_campaigns_own_command(tmp_path):
-    """--campaign: the policy part is `campaign.py run --no-publish` on a one-entry queue of the
-    seed, its run folder is the campaign's, and --small passes the tiny train flags but not
-    --epochs (the queue entry holds the epochs)."""
-    args = gpu_check.argparse.Namespace(small=True, campaign=True, seed=2, epochs=None,
+    """--campaign: the policy part is `campaign.py run --no-publish` on a queue of the seeds, its
+    run folders are the campaign's, and --small passes the tiny train flags but not --epochs (the
+    queue entries hold the epochs)."""
+    args = gpu_check.argparse.Namespace(small=True, campaign=True, seeds=[2], epochs=None,
                                         checkpoint_minutes=0.5, bench_parts="a,d", eval_workers=3,
                                         dataset="hopper-random")
     cmds = gpu_check.commands(args, tmp_path, "dev")
@@ -179,14 +179,47 @@ def test_campaign_mode_runs_the_campaigns_own_command(tmp_path):
     assert extra[extra.index("--eval-workers") + 1] == "3"
     assert json.loads((tmp_path / "queue.json").read_text()) == [
         {"dataset": "hopper-random", "seed": 2, "epochs": 3}]
-    assert gpu_check.run_dir(args, tmp_path) == tmp_path / "campaign" / "hopper-random-seed2"
+    assert gpu_check.run_dirs(args, tmp_path) == [tmp_path / "campaign" / "hopper-random-seed2"]
     assert cmds["fit"][cmds["fit"].index("--seed") + 1] == "2"
     assert cmds["bench"][cmds["bench"].index("--only") + 1] == "a,d"
     plain = gpu_check.argparse.Namespace(**{**vars(args), "campaign": False, "small": False})
     train = gpu_check.commands(plain, tmp_path, "dev")["policy"]
     assert train[1:3] == ["-m", "mopo_jax.train"] and train[train.index("--seed") + 1] == "2"
     assert train[train.index("--eval-workers") + 1] == "3"
-    assert gpu_check.run_dir(plain, tmp_path) == tmp_path / "run"
+    assert gpu_check.run_dirs(plain, tmp_path) == [tmp_path / "run"]
     walker = gpu_check.argparse.Namespace(**{**vars(args), "dataset": "walker2d-random"})
     assert gpu_check.commands(walker, tmp_path, "dev")["dataset"][4] == "walker2d-random"
-    assert gpu_check.run_dir(walker, tmp_path).name == "walker2d-random-seed2"
+    assert gpu_check.run_dirs(walker, tmp_path)[0].name == "walker2d-random-seed2"
+    two = gpu_check.argparse.Namespace(**{**vars(walker), "seeds": [0, 1]})
+    gpu_check.commands(two, tmp_path, "dev")
+    assert [e["seed"] for e in json.loads((tmp_path / "queue.json").read_text())] == [0, 1]
+    assert [r.name for r in gpu_check.run_dirs(two, tmp_path)] == [
+        "walker2d-random-seed0", "walker2d-random-seed1"]
+
+
+def test_seeds_are_parsed_and_several_need_the_campaign():
+    assert gpu_check.parse_seeds("2") == [2] and gpu_check.parse_seeds("1,0") == [1, 0]
+    for bad in ("a", "1,1", "-1", ""):
+        with pytest.raises(gpu_check.argparse.ArgumentTypeError):
+            gpu_check.parse_seeds(bad)
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(["--small", "--seeds", "0,1"])
+    assert exit_info.value.code == 2
+
+
+def test_a_later_command_for_other_seeds_runs_them_and_reuses_the_dataset(check):
+    """Reproducer (2026-12-04, on the H200): in the work folder of a finished check, the same
+    command with another seed reported the first seed's run as its own and ran nothing, because
+    the state said "policy: done" without saying for which seed."""
+    main, calls, summary = check
+    assert main("pass") == 0
+    assert main("pass", "--seed", "1") == 0  # --seed: the flag's name before --seeds
+    order = calls.read_text().split()
+    assert sorted(order[:2]) == ["bench", "dataset"] and order[2:] == ["fit", "policy", "fit", "policy"]
+    state = json.loads(summary.read_text())
+    assert state["seeds"] == [1] and state["parts"]["fit"]["target"] == "hopper-random seed 1"
+    assert [list(e) for e in state["earlier_parts"]] == [["fit"], ["policy"]]
+    assert main("pass", "--seeds", "1") == 0  # the same seed again: nothing left to run
+    assert calls.read_text().split() == order
+    assert main("pass", "--seeds", "1", "--dataset", "walker2d-random") == 0  # another dataset
+    assert calls.read_text().split()[len(order):] == ["dataset", "fit", "policy"]

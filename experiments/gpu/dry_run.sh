@@ -68,4 +68,4 @@ python3 -c "
 import json, sys
 s = json.load(open(sys.argv[1]))
 print('parts:', {k: (v['status'], v.get('seconds_per_command')) for k, v in s['parts'].items()})
-print('run:', s.get('run'))" "$(ls "$OUT_DIR"/gpu-check-cpu*.json | grep -v bench)"
+print('runs:', s.get('runs'))" "$(ls "$OUT_DIR"/gpu-check-cpu*.json | grep -v bench)"

@@ -1,4 +1,5 @@
-"""Subprocesses with a deadline, atomic JSON files, and a run directory's progress (no JAX here)."""
+"""Subprocesses with a deadline, atomic JSON files, the device probe, and the summaries of a run
+directory and a benchmark (no JAX here)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,6 +18,10 @@ from mopo_jax.run_layout import METRICS_FILE, RESULTS_FILE
 
 GRACE_S = 30.0  # after SIGINT, seconds a part gets to save its state before SIGKILL
 TICK_S = 30.0  # seconds between on_tick calls while waiting
+PROBE = ("import json, os, sys, jax, jaxlib; d = jax.devices(); print(json.dumps({'backend': "
+         "jax.default_backend(), 'device_kind': d[0].device_kind, 'device_count': len(d), "
+         "'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'python': sys.version.split()[0], "
+         "'host_cores': os.cpu_count()}))")
 
 
 def write_json(path: str | Path, data) -> None:
@@ -131,3 +137,34 @@ def run_progress(run_dir: Path) -> dict:
         "final_normalized_score": results.get("final_normalized_score"),
         "final_eval_normalized_score": results.get("final_eval_normalized_score"),
     }
+
+
+def probe(env: dict) -> dict:
+    """The device and versions, read in a subprocess (this process never starts a JAX backend,
+    so it holds no GPU memory while the parts run)."""
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=False,
+                         env={**env, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, timeout=300)
+    if out.returncode:
+        raise SystemExit(f"JAX probe failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_summary(result: dict | None) -> dict | None:
+    """The headline numbers of the benchmark JSON: per measurement of parts a-d, seconds per
+    call, compile seconds and rate (grad steps/s, SAC steps/s); the d ratio most-vs-1 policy."""
+    if not result:
+        return None
+    out = {}
+    for part, records in result.get("parts", {}).items():
+        for key, rec in records.items():
+            out[f"{part}_{key}"] = {
+                "median_s": rec["seconds"]["median"], "compile_s": rec.get("compile_s"),
+                "rate": (rec.get("rate") or {}).get("median"), "unit": rec.get("unit"),
+                "gflop_per_s": rec.get("gflop_per_s"), "device_memory": rec.get("device_memory")}
+    d = result.get("parts", {}).get("d", {})
+    seeds = sorted(d, key=lambda k: int(k.split("_")[1]))
+    if len(seeds) > 1:
+        first, last = d[seeds[0]], d[seeds[-1]]
+        out["d_aggregate_ratio"] = {"policies": [first["num_seeds"], last["num_seeds"]],
+                                    "ratio": round(last["rate"]["median"] / first["rate"]["median"], 2)}
+    return out

@@ -1,14 +1,16 @@
 """The GPU check's parts, their expected times on an H200, and the budget rule (no JAX here).
 
-Figures measured on one H200 of this workplace on 2026-12-04
+Figures measured on one H200 of this workplace on 2026-12-04. Morning
 (experiments/results/2026-12-04-gpu-check-h200/): the benchmark's parts a, b and d with 1 and 16
 policies took 58 s; the hopper-random build 116 s (collect 103 s on the serial chain, write 8.7 s
 on 16 processes, read 2.4 s); the fit of seed 2's ensemble 48 s (34 epochs to early stopping,
-~1.1 s each); the policy step's compilation 10 s; a compiled epoch 0.136 s. The run's epochs took
-1.0–2.0 s with the evaluation in the train process. The policy estimate below assumes
-`--eval-workers 10` (the campaign device command's default): ~0.3 s per epoch, projected from the
-2-core CPU's ~2.5 s for 10 standing episodes on one worker (~250 µs a step), not yet measured
-on the device.
+~1.1 s each); the policy step's compilation 10 s; a compiled epoch 0.136 s; the run's epochs
+1.0–2.0 s with the evaluation in the train process. Evening
+(experiments/results/2026-12-04-gpu-campaign-h200-walker2d/), with `--eval-workers 10`: the
+walker2d-random build 155 s; two campaign runs of 251 and 303 s each, i.e. fits of 92 and 129 s
+(71 and 102 epochs), compilation 13 s, and 1000 epochs at 0.134 and 0.145 s of wall-clock
+(0.129 s compiled). Those policies fell early; a policy that survives whole episodes makes the
+evaluation up to ~10× longer, which is not measured on the device yet.
 """
 
 from __future__ import annotations
@@ -33,20 +35,19 @@ FULL = (
     Part("bench", "speed benchmark, parts a-d at paper shapes, 1 and 16 policies", 75,
          "measured: parts a, b, d took 58 s; part c adds one compilation and 3 calls",
          resumable=False),
-    Part("dataset", "hopper-random build: 1M uniform-random Hopper-v5 steps (host CPU only, "
-         "runs beside the benchmark)", 120,
-         "measured: 116 s (collect 103 s, write 8.7 s on 16 processes, read 2.4 s)",
+    Part("dataset", "the dataset's build: 1M uniform-random steps (host CPU only, runs beside "
+         "the benchmark)", 150,
+         "measured: hopper-random 116 s, walker2d-random 155 s (the serial chain 103 and 139 s)",
          resumable=False),
-    Part("fit", "dynamics ensemble fit on 1M rows (7 members, early stopping)", 60,
-         "measured: 48 s (34 epochs of ~1.1 s; the number of epochs varies by seed)",
+    Part("fit", "dynamics ensemble fit on 1M rows (7 members, early stopping)", 100,
+         "measured: 48 s (hopper-random, 34 epochs) to 129 s (walker2d-random, 102 epochs) at "
+         "~1.1-1.2 s an epoch; with --campaign each run fits inside the policy part",
          resumable=True, min_s=60),
-    Part("policy", "1000 epochs x 1000 SAC steps + 50k x 5 rollout, 10-episode evaluation every "
-         "epoch, 100-episode final evaluation", 350,
-         "compiled epoch 0.136 s (measured) beside an evaluation on 10 workers of ~0.15 s "
-         "(falling) to ~0.25-0.4 s (standing; projected): 1000 x ~0.3 s + 10 s compile + 10 s "
-         "final evaluation; with the evaluation in the train process it measured 1.0-2.0 s an "
-         "epoch", resumable=True,
-         min_s=90),
+    Part("policy", "per run: 1000 epochs x 1000 SAC steps + 50k x h rollout, 10-episode evaluation "
+         "every epoch on 10 workers, 100-episode final evaluation", 200,
+         "measured on walker2d-random: 13 s compile + 1000 x 0.134-0.145 s; policies that "
+         "survive whole episodes evaluate longer (in the train process it measured 1.0-2.0 s an "
+         "epoch)", resumable=True, min_s=90),
 )
 SMALL = (  # --small on this project's 2-core CPU, measured by experiments/gpu/dry_run.sh
     Part("bench", "speed benchmark --quick, 1 and 2 policies", 110, "measured", resumable=False),
