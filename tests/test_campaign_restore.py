@@ -1,8 +1,10 @@
 """experiments/campaign_restore.py: published runs go back into an empty campaign root (a wiped
-cache) so that the campaign skips them, and a republication shows the same rows as before."""
+cache) so that the campaign skips them, and a republication shows the same rows as before; and
+`status` into a closed pipe."""
 
 import gzip
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -141,3 +143,13 @@ def test_adopt_takes_finished_device_runs_and_refuses_unfinished_ones(tmp_path):
                           "--root", tmp_path / "root2"], capture_output=True, text=True, timeout=60,
                          check=True).stdout
     assert f"{RUNS[1]}: adopted" in out and "hopper-random-seed9: refused" in out
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tmp_path):
+    """Reproducer: `campaign.py status | head -1` printed a BrokenPipeError traceback."""
+    script = ROOT / "experiments" / "campaign.py"
+    command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} status --root "
+               f"{shlex.quote(str(tmp_path))} | head -c 0; exit ${{PIPESTATUS[0]}}")
+    proc = subprocess.run(command, shell=True, executable="/bin/bash", capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
