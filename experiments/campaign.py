@@ -265,13 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--only {args.only}: not in the queue ({sorted({e.group for e in queue})})")
     root = (args.root or default_root()).expanduser().resolve()
     if args.command == "status":
-        try:
-            code = show_status(entries, root)
-            sys.stdout.flush()  # here, so that a closed pipe raises inside this try
-            return code
-        except BrokenPipeError:  # `status | head`: the reader has gone, nothing is wrong
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+        return show_status(entries, root)
     if args.command == "stop":
         return stop(root)
     if args.command == "prepare":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from campaign_history import status_lines
@@ -37,7 +39,17 @@ def stop(root: Path) -> int:
 
 
 def show_status(entries, root: Path) -> int:
-    """Print one line per queued run (and whether a campaign process holds the root)."""
+    """Print one line per queued run (and whether a campaign process holds the root). Output
+    into a pipe that closes early (`status | head`) ends quietly."""
+    try:
+        _print_status(entries, root)
+        sys.stdout.flush()  # here, so that a closed pipe raises inside this try
+    except BrokenPipeError:  # the reader has gone: nothing is wrong, and Python must not
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # complain at exit
+    return 0
+
+
+def _print_status(entries, root: Path) -> None:
     pid = campaign_pid(root)
     alive = pid is not None
     running = f"campaign process {pid} running" if alive else "no campaign running"
@@ -50,4 +62,3 @@ def show_status(entries, root: Path) -> int:
         print(status_line(entry, root / entry.name))
     for line in status_lines(root):
         print(line)
-    return 0
