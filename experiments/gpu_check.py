@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,14 +45,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from gpu import plan
-from gpu.jobs import GRACE_S, Job, bench_summary, probe, read_json, run_progress, write_json
-from mopo_jax.run_layout import METRICS_FILE, RESULTS_FILE
+from gpu.jobs import probe, read_json, write_json
+from gpu.parts import Parts, device_name
 
-NOTES = {  # log lines kept in the summary: what each part measured on the way
-    "dataset": r"collected \d+/|writing |wrote |read \d+ transitions",
-    "fit": r"epochs run:|wall time:|holdout MSE per member",
-    "policy": r"compiled the|final evaluation|checkpoint at epoch|^\{",
-}
 SMALL_DATA = ["--num-steps", "2000"]
 SMALL_EPOCHS = 3  # the policy epochs of --small (the train command's or the queue entry's)
 SMALL_TRAIN = ["--dataset-steps", "2000", "--steps-per-epoch", "20",
@@ -135,8 +128,8 @@ def commands(args, work: Path, name: str) -> dict[str, list[str]]:
     return {"bench": bench, "dataset": data, "fit": fit, "policy": train}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the check; returns the exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The check's command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="tiny sizes (CPU smoke run, minutes)")
     p.add_argument("--budget-seconds", type=float, default=None, help="wall-clock for this command")
@@ -157,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench-parts", default="a,b,c,d", help="benchmark.py --only (default a,b,c,d)")
     p.add_argument("--eval-workers", type=int, default=0, help="the train command's --eval-workers: "
                    "evaluation episodes in this many processes (0: in the train process)")
-    args = p.parse_args(argv)
-    if len(args.seeds) > 1 and not args.campaign:
-        p.error("several --seeds need --campaign (without it the check runs one train command)")
-    if args.checkpoint_minutes is None:
-        args.checkpoint_minutes = 0.0001 if args.small else 1.0
-    t0 = time.perf_counter()
-    stop_at = None if args.budget_seconds is None else t0 + args.budget_seconds - GRACE_S - 5
+    return p
+
+
+def setup(args) -> tuple[Path, Path, dict]:
+    """The work folder (made; emptied first with --fresh), the results folder and the parts'
+    environment (the caches inside the work folder unless the caller's environment names them;
+    always with --small)."""
     work = args.work or (Path(tempfile.mkdtemp(prefix="gpu-check-small-")) if args.small
                          else ROOT / "runs" / "gpu-check")
     if args.fresh and work.exists():
@@ -176,99 +169,61 @@ def main(argv: list[str] | None = None) -> int:
     for var, sub in (("MOPO_JAX_CACHE_DIR", "cache"), ("MINARI_DATASETS_PATH", "minari")):
         if args.small or var not in env:  # --small never touches the user's caches
             env[var] = str(work / sub)
-    state_path = work / "state.json"
-    state = read_json(state_path) or {}
+    return work, out_dir, env
+
+
+def load_state(args, work: Path, env: dict) -> dict:
+    """The work folder's state, started (device probe) when there is none, with this command
+    counted and the parts done for another dataset or seeds moved to `earlier_parts`."""
+    state = read_json(work / "state.json") or {}
     if state and state.get("small") != args.small:
         raise SystemExit(f"{work} holds a {'small' if state['small'] else 'full'} check: use "
                          "another --work, or --fresh")
-    print(plan.plan_text(args.small, args.budget_seconds), flush=True)
     if not state:
         state = {"small": args.small, "machine": probe(env), "parts": {}, "commands": 0}
     state["commands"] += 1
     state.setdefault("command_starts", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     state["budget_seconds"] = args.budget_seconds
-    m = state["machine"]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{m['backend']}-{m['device_kind']}").lower()
     state["plan"] = {x.name: {"estimate_s": x.estimate_s, "how": x.how} for x in plan.parts(args.small)}
     state["plan_total_s"] = plan.total_s(args.small)
-    cmds, logs, the_runs = commands(args, work, name), work / "logs", run_dirs(args, work)
     targets = part_targets(args)
-    for part, entry in list(state["parts"].items()):  # made for another dataset or seeds
+    for part, entry in list(state["parts"].items()):
         if entry.get("target", targets[part]) != targets[part]:
             state.setdefault("earlier_parts", []).append({part: state["parts"].pop(part)})
     state["dataset"], state["seeds"], state["campaign"] = args.dataset, args.seeds, args.campaign
-    bench_file = work / f"gpu-check-bench-{name}.json"
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the check; returns the exit code."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    if len(args.seeds) > 1 and not args.campaign:
+        p.error("several --seeds need --campaign (without it the check runs one train command)")
+    if args.checkpoint_minutes is None:
+        args.checkpoint_minutes = 0.0001 if args.small else 1.0
+    t0 = time.perf_counter()
+    work, out_dir, env = setup(args)
+    print(plan.plan_text(args.small, args.budget_seconds), flush=True)
+    state = load_state(args, work, env)
+    name, m = device_name(state["machine"]), state["machine"]
+    parts = Parts(args, work, out_dir, state, t0, commands(args, work, name), run_dirs(args, work),
+                  part_targets(args))
     print(f"device: {m['device_kind']} ({m['backend']}, {m['device_count']}), jax {m['jax']}; "
           f"work {work}; out {out_dir}", flush=True)
-
-    def save() -> None:
-        state["runs"] = {r.name: run_progress(r) for r in the_runs if (r / RESULTS_FILE).exists()}
-        state["benchmark"] = bench_summary(read_json(bench_file))
-        state["elapsed_this_command_s"] = round(time.perf_counter() - t0, 1)
-        write_json(state_path, state)
-        write_json(out_dir / f"gpu-check-{name}.json", state)
-        latest = max((r for r in the_runs if (r / METRICS_FILE).exists()),
-                     key=lambda r: (r / METRICS_FILE).stat().st_mtime, default=the_runs[0])
-        for src, dst in ((bench_file, bench_file.name),
-                         (bench_file.with_suffix(".md"), bench_file.with_suffix(".md").name),
-                         (latest / RESULTS_FILE, "gpu-check-run-results.json"),
-                         (latest / METRICS_FILE, "gpu-check-run-metrics.jsonl")):
-            if src.exists():
-                shutil.copyfile(src, out_dir / dst)
-
-    def remaining() -> float | None:
-        return None if stop_at is None else stop_at - time.perf_counter()
-
-    def record(part: str, job: Job | None, result: dict | None, status: str) -> None:
-        entry = state["parts"].setdefault(part, {"seconds_per_command": []})
-        entry["status"], entry["target"] = status, targets[part]
-        if result:
-            entry["seconds_per_command"].append(result["seconds"])
-            entry["seconds"] = round(sum(entry["seconds_per_command"]), 1)
-            entry["rc"] = result["rc"]
-        if job and part in NOTES:
-            lines = job.tail(10**6).splitlines()
-            entry["log_notes"] = [x for x in lines if re.search(NOTES[part], x)][-8:]
-        if status == "failed" and job:
-            entry["log_tail"] = job.tail(30)
-        save()
-        print(f"[{time.perf_counter() - t0:6.0f} s] {part}: {status}"
-              + (f" after {result['seconds']:.0f} s" if result else ""), flush=True)
-        if job and status != "done":
-            print(job.tail(), flush=True)
-
-    def start(part: str, **kw) -> Job | None:
-        x = next(x for x in plan.parts(args.small) if x.name == part)
-        if state["parts"].get(part, {}).get("status") == "done":
-            return None
-        if not plan.may_start(x, remaining()):
-            record(part, None, None, "not started: budget")
-            return None
-        return Job(part, cmds[part], logs / f"{part}.log", **kw).start()
-
-    def finish(part: str, job: Job | None) -> bool:
-        """Wait for a started part (None: not started now); True when the part is done."""
-        if job is not None:
-            result = job.wait(stop_at, on_tick=save)
-            status = ("stopped: budget" if result["stopped"] else "done" if result["rc"] == 0
-                      else "failed")
-            record(part, job, result, status)
-        return state["parts"].get(part, {}).get("status") == "done"
-
-    if read_json(bench_file) is not None:  # finished in an earlier command
+    if read_json(parts.bench_file) is not None:  # finished in an earlier command
         state["parts"].setdefault("bench", {"seconds_per_command": []})["status"] = "done"
-    data_job = start("dataset", env={**env, "JAX_PLATFORMS": "cpu"})  # host only, beside bench
-    finish("bench", start("bench", env=env))  # a failed benchmark does not stop the run
+    data_job = parts.start("dataset", env={**env, "JAX_PLATFORMS": "cpu"})  # host only, beside bench
+    parts.finish("bench", parts.start("bench", env=env))  # a failed benchmark does not stop the run
     if args.campaign:  # the campaign's train command fits the seed's ensemble itself
         state["parts"]["fit"] = {"status": "done", "seconds_per_command": [],
-                                 "target": targets["fit"],
+                                 "target": parts.targets["fit"],
                                  "note": "in the policy part: the campaign's train command fits it"}
-    if finish("dataset", data_job) and finish("fit", start("fit", env=env)):
-        finish("policy", start("policy", env=env))
-    save()
+    if parts.finish("dataset", data_job) and parts.finish("fit", parts.start("fit", env=env)):
+        parts.finish("policy", parts.start("policy", env=env))
+    parts.save()
     statuses = {k: v["status"] for k, v in state["parts"].items()}
-    print(f"summary: {statuses}; runs: {state.get('runs')}; written {out_dir / f'gpu-check-{name}.json'}",
-          flush=True)
+    print(f"summary: {statuses}; runs: {state.get('runs')}; written {parts.summary}", flush=True)
     if any(s == "failed" for s in statuses.values()):
         return 1
     return 0 if all(statuses.get(x.name) == "done" for x in plan.parts(args.small)) else 3

@@ -63,7 +63,7 @@ def check(tmp_path, monkeypatch):
 def test_a_stopped_check_continues_where_it_stopped(check):
     main, calls, summary = check
     start = time.perf_counter()
-    budget = str(gpu_check.GRACE_S + 5 + 3)  # 3 s for the parts
+    budget = str(jobs.GRACE_S + 5 + 3)  # 3 s for the parts
     assert main("import time; time.sleep(60)", "--budget-seconds", budget) == 3
     assert time.perf_counter() - start < 20  # the fit was stopped by SIGINT, not waited for
     first = json.loads(summary.read_text())
