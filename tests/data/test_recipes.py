@@ -16,7 +16,7 @@ from mopo_jax.data.load import DatasetError, episode_returns, load_dataset
 from mopo_jax.paths import BEHAVIOR_DIR_ENV_VAR, POLICY_DIR_ENV_VAR
 from mopo_jax.data.collect import collect_policy_steps
 from mopo_jax.data.recipes import shipped_policies
-from mopo_jax.behavior.artifacts import HISTORY_FIELDS, history_extras, load_history
+from mopo_jax.behavior.artifacts import HISTORY_FIELDS, export_policy, history_extras, load_history
 from mopo_jax.envs.ood import halfcheetah_jump_reward
 from mopo_jax.sac.config import SACConfig
 from mopo_jax.sac.update import init_sac
@@ -33,6 +33,13 @@ def _write_policy(prefix, env_id, obs_dim, act_dim, level, step, seed):
                                             "hidden_sizes": list(SAC.hidden_sizes),
                                             "return_mean": 1.0})
     return params
+
+
+def _description(dataset) -> str:
+    """The description a local build wrote into its Minari metadata."""
+    import minari
+
+    return minari.load_dataset(dataset.info.minari_id).storage.metadata["description"]
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +109,13 @@ def test_history_levels_from_a_behaviour_run(dirs):
         np.testing.assert_allclose(replay.rewards, raw["rewards"][:450], rtol=1e-6)
         np.testing.assert_allclose(replay.observations, raw["observations"][:450], rtol=1e-6)
     np.testing.assert_allclose(replay.observations, jump.observations[:450])
+    # That policy is no snapshot of the run, and the build says so; with the run's own snapshot
+    # as its medium policy, the replay is the one that policy came from (a changed input: rebuilt).
+    assert "is not the medium policy halfcheetah-medium" in _description(replay)
+    export_policy(dirs / "behavior" / "halfcheetah", 300, dirs / "policies" / "halfcheetah-medium",
+                  "medium", episodes=1)
+    replay = load_dataset("halfcheetah-medium-replay")
+    assert replay.size == 300 and "where the medium policy halfcheetah-medium was taken" in _description(replay)
     # A run whose history predates the extras cannot be relabelled: the error says what to do.
     old = dirs / "behavior" / "old" / "halfcheetah-vel3"
     old.mkdir(parents=True)

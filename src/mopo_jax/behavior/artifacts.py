@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -97,6 +98,20 @@ def history_extras(history: dict) -> StepExtras:
 def snapshot_prefix(logdir: str | Path, step: int) -> Path:
     """`<logdir>/snapshots/step_<step>` (checkpoint prefix of the actor saved at that env step)."""
     return Path(logdir) / SNAPSHOTS / f"step_{step}"
+
+
+def snapshot_has_weights(logdir: str | Path, step: int, policy_prefix: str | Path) -> bool:
+    """Whether the run's actor snapshot at env `step` holds exactly the weights of the policy file
+    `policy_prefix` (equal sha256 of the two .msgpack files); False when that snapshot is missing.
+    Only then is the run's history up to `step` the one that policy was taken from: a run
+    retrained on another machine can take another path (XLA's CPU numerics differ between CPUs)."""
+    snapshot = Path(checkpoint.msgpack_path(snapshot_prefix(logdir, step)))
+    policy = Path(checkpoint.msgpack_path(policy_prefix))
+    return snapshot.exists() and _sha256(snapshot) == _sha256(policy)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _snapshot_metadata(logdir: str | Path) -> list[tuple[int, dict]]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mopo_jax import paths
-from mopo_jax.behavior.artifacts import history_extras, history_length, load_history
+from mopo_jax.behavior.artifacts import (history_extras, history_length, load_history,
+                                       snapshot_has_weights)
 from mopo_jax.data.collect import (FIRST_RESET_SEED, collect_policy_steps, collect_random_steps,
                                    steps_from_flat)
 from mopo_jax.data.minari_io import INPUTS_KEY, read_metadata, write_minari_dataset
@@ -117,6 +118,18 @@ def _history(run: str, env_id: str, upto_step: int | None, hint_extra: str = "")
     return load_history(run_dir, upto_step)
 
 
+def _replay_description(env: str, step: int, prefix) -> str:
+    """What a medium-replay build of behaviour run `env` cut at `step` is, saying (and logging)
+    when the run's snapshot there is not the medium policy `prefix`."""
+    what = f"the replay buffer of behaviour run {env!r} up to env step {step}"
+    if snapshot_has_weights(paths.behavior_run_dir(env), step, prefix):
+        return f"{what}, where the medium policy {prefix.name} was taken"
+    log.warning("the snapshot of behaviour run %s at step %d is not the medium policy %s: this "
+                "replay is not the one that policy was taken from", env, step, prefix)
+    return (f"{what}; that run's snapshot there is not the medium policy {prefix.name} (a run "
+            "retrained elsewhere can differ), so this is not the replay that policy came from")
+
+
 def _history_steps(history: dict) -> dict:
     ends = history["terminations"] | history["truncations"]
     return steps_from_flat(history["observations"], history["actions"], history["rewards"],
@@ -191,8 +204,7 @@ def build_level(env: str, level: str, minari_id: str, num_steps: int) -> str:
     elif level == "medium-replay":
         _, meta, prefix = _policy(env, "medium", info.env_id)
         steps = _history_steps(_history(env, info.env_id, int(meta["step"])))
-        what = (f"the replay buffer of behaviour run {env!r} up to env step {meta['step']}, where "
-                f"the medium policy {prefix.name} was taken")
+        what = _replay_description(env, int(meta["step"]), prefix)
     elif ood:
         steps, what = _ood_steps(name, info.env_id)
     else:
