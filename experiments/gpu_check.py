@@ -46,7 +46,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from gpu import plan
 from gpu.jobs import probe, read_json, write_json
-from gpu.parts import Parts, device_name
+from gpu.parts import Parts, bench_path, device_name
 
 SMALL_DATA = ["--num-steps", "2000"]
 SMALL_EPOCHS = 3  # the policy epochs of --small (the train command's or the queue entry's)
@@ -108,7 +108,7 @@ def commands(args, work: Path, name: str) -> dict[str, list[str]]:
     """Each part's command line."""
     py, small = sys.executable, args.small
     bench = [py, str(HERE / "benchmark.py"), "--only", args.bench_parts, "--num-seeds", "1,16",
-             "--repeats", "3", "--out", str(work / f"gpu-check-bench-{name}.json")]
+             "--repeats", "3", "--out", str(bench_path(work, name))]
     if small:
         bench += ["--quick", "--num-seeds", "1,2", "--repeats", "2"]
     data = [py, "-m", "mopo_jax.data", "--dataset", args.dataset, "--offline"]
@@ -172,9 +172,10 @@ def setup(args) -> tuple[Path, Path, dict]:
     return work, out_dir, env
 
 
-def load_state(args, work: Path, env: dict) -> dict:
+def load_state(args, work: Path, env: dict, targets: dict[str, str]) -> dict:
     """The work folder's state, started (device probe) when there is none, with this command
-    counted and the parts done for another dataset or seeds moved to `earlier_parts`."""
+    counted and the parts done for another target (`part_targets`: dataset, seeds) moved to
+    `earlier_parts`."""
     state = read_json(work / "state.json") or {}
     if state and state.get("small") != args.small:
         raise SystemExit(f"{work} holds a {'small' if state['small'] else 'full'} check: use "
@@ -186,7 +187,6 @@ def load_state(args, work: Path, env: dict) -> dict:
     state["budget_seconds"] = args.budget_seconds
     state["plan"] = {x.name: {"estimate_s": x.estimate_s, "how": x.how} for x in plan.parts(args.small)}
     state["plan_total_s"] = plan.total_s(args.small)
-    targets = part_targets(args)
     for part, entry in list(state["parts"].items()):
         if entry.get("target", targets[part]) != targets[part]:
             state.setdefault("earlier_parts", []).append({part: state["parts"].pop(part)})
@@ -205,10 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     work, out_dir, env = setup(args)
     print(plan.plan_text(args.small, args.budget_seconds), flush=True)
-    state = load_state(args, work, env)
+    targets = part_targets(args)
+    state = load_state(args, work, env, targets)
     name, m = device_name(state["machine"]), state["machine"]
     parts = Parts(args, work, out_dir, state, t0, commands(args, work, name), run_dirs(args, work),
-                  part_targets(args))
+                  targets)
     print(f"device: {m['device_kind']} ({m['backend']}, {m['device_count']}), jax {m['jax']}; "
           f"work {work}; out {out_dir}", flush=True)
     if read_json(parts.bench_file) is not None:  # finished in an earlier command

@@ -24,6 +24,11 @@ def device_name(machine: dict) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{machine['backend']}-{machine['device_kind']}").lower()
 
 
+def bench_path(work: Path, name: str) -> Path:
+    """The benchmark's results file in the work folder, for machine `name` (`device_name`)."""
+    return work / f"gpu-check-bench-{name}.json"
+
+
 class Parts:
     """One command's parts: their jobs within the budget (`cmds`: each part's command line), their
     records in the state (`targets`: what each part makes), and the summary files, rewritten
@@ -35,7 +40,7 @@ class Parts:
         self.stop_at = None if args.budget_seconds is None else t0 + args.budget_seconds - GRACE_S - 5
         self.cmds, self.runs, self.targets = cmds, runs, targets
         name = device_name(state["machine"])
-        self.bench_file = work / f"gpu-check-bench-{name}.json"
+        self.bench_file = bench_path(work, name)
         self.summary = out_dir / f"gpu-check-{name}.json"
 
     def save(self) -> None:
