@@ -83,11 +83,9 @@ def behavior_command(need: HistoryNeed) -> list[str]:
 
 def snapshot_matches(need: HistoryNeed) -> bool:
     """Whether the run's actor snapshot at `need.step` has exactly the shipped medium weights."""
-    from mopo_jax.behavior.artifacts import snapshot_prefix
-    from mopo_jax.checkpoint import msgpack_path
+    from mopo_jax.behavior.artifacts import snapshot_sha256
 
-    snapshot = Path(msgpack_path(snapshot_prefix(need.run_dir, need.step)))
-    return snapshot.exists() and hashlib.sha256(snapshot.read_bytes()).hexdigest() == need.weights_sha256
+    return snapshot_sha256(need.run_dir, need.step) == need.weights_sha256
 
 
 def ensure_history(need: HistoryNeed, root: Path, run_child: Callable[[list[str], Path], int],

@@ -100,14 +100,19 @@ def snapshot_prefix(logdir: str | Path, step: int) -> Path:
     return Path(logdir) / SNAPSHOTS / f"step_{step}"
 
 
+def snapshot_sha256(logdir: str | Path, step: int) -> str | None:
+    """Hex sha256 of the run's actor snapshot at env `step` (its .msgpack), None when missing."""
+    snapshot = Path(checkpoint.msgpack_path(snapshot_prefix(logdir, step)))
+    return _sha256(snapshot) if snapshot.exists() else None
+
+
 def snapshot_has_weights(logdir: str | Path, step: int, policy_prefix: str | Path) -> bool:
     """Whether the run's actor snapshot at env `step` holds exactly the weights of the policy file
     `policy_prefix` (equal sha256 of the two .msgpack files); False when that snapshot is missing.
     Only then is the run's history up to `step` the one that policy was taken from: a run
     retrained on another machine can take another path (XLA's CPU numerics differ between CPUs)."""
-    snapshot = Path(checkpoint.msgpack_path(snapshot_prefix(logdir, step)))
     policy = Path(checkpoint.msgpack_path(policy_prefix))
-    return snapshot.exists() and _sha256(snapshot) == _sha256(policy)
+    return snapshot_sha256(logdir, step) == _sha256(policy)
 
 
 def _sha256(path: Path) -> str:
